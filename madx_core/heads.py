@@ -1,0 +1,130 @@
+"""Prediction heads: token tagging (NER), extractive QA (start/end), and masked LM.
+
+Each head is an `nn.Sequential` laid out exactly like AdapterHub's prediction heads, so `heads.{name}.{i}.weight`
+keys map one to one when loading or saving `model_head.safetensors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from transformers.activations import get_activation
+
+HEAD_TYPES = ("tagging", "question_answering", "masked_lm")
+
+
+@dataclass
+class HeadConfig:
+    """A head's shape, with AdapterHub's field names (`head_config.json`'s "config")."""
+
+    head_type: str = "tagging"
+    num_labels: int = 2
+    layers: int = 1
+    activation_function: str | None = "tanh"
+    label2id: dict[str, int] | None = None
+    dropout_prob: float | None = None
+    # masked_lm only:
+    vocab_size: int | None = None
+    layer_norm: bool = True
+    bias: bool = True
+    extra: dict = field(default_factory=dict)  # other keys from a loaded file, written back unchanged
+
+    def __post_init__(self) -> None:
+        if self.head_type not in HEAD_TYPES:
+            raise ValueError(f"unsupported head type {self.head_type!r}; supported: {', '.join(HEAD_TYPES)}")
+        if self.head_type == "question_answering":
+            self.num_labels = 2  # start and end
+
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        return None if self.label2id is None else {i: label for label, i in self.label2id.items()}
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "extra"}
+        if self.head_type != "masked_lm":
+            for k in ("vocab_size", "layer_norm", "bias"):
+                d.pop(k)
+        return {**self.extra, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HeadConfig:
+        known = {"head_type", "num_labels", "layers", "activation_function", "label2id", "dropout_prob"}
+        known |= {"vocab_size", "layer_norm", "bias"}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        kwargs["extra"] = {k: v for k, v in d.items() if k not in known}
+        return cls(**kwargs)
+
+
+class PredictionHead(nn.Sequential):
+    """A stack of [dropout, linear, activation] blocks ending in a projection, like AdapterHub's heads.
+
+    tagging / question_answering with layers=L:  (Dropout, Linear, Act) * (L-1), Dropout, Linear(num_labels)
+    masked_lm with layers=2:                     Linear, Act, LayerNorm, Linear(vocab)   (decoder tied to embeddings)
+    """
+
+    def __init__(self, config: HeadConfig, hidden_size: int, layer_norm_eps: float = 1e-12, dropout: float = 0.1):
+        modules: list[nn.Module] = []
+        if config.head_type == "masked_lm":
+            for _ in range(config.layers - 1):
+                modules.append(nn.Linear(hidden_size, hidden_size))
+                if config.activation_function:
+                    modules.append(get_activation(config.activation_function))
+                if config.layer_norm:
+                    modules.append(nn.LayerNorm(hidden_size, eps=layer_norm_eps))
+            modules.append(nn.Linear(hidden_size, config.vocab_size, bias=config.bias))
+        else:
+            p = dropout if config.dropout_prob is None else config.dropout_prob
+            for _ in range(config.layers - 1):
+                modules += [nn.Dropout(p), nn.Linear(hidden_size, hidden_size)]
+                if config.activation_function:
+                    modules.append(get_activation(config.activation_function))
+            modules += [nn.Dropout(p), nn.Linear(hidden_size, config.num_labels)]
+        super().__init__(*modules)
+        self.config = config
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @property
+    def decoder(self) -> nn.Linear:
+        return self[-1]
+
+    def forward(self, hidden: torch.Tensor, inverse=None) -> torch.Tensor:
+        """Run the head; for masked LM, `inverse` (the invertible adapter's inverse) runs before the vocabulary projection."""
+        modules = list(self)
+        for module in modules[:-1]:
+            hidden = module(hidden)
+        if inverse is not None:
+            hidden = inverse(hidden)
+        return modules[-1](hidden)
+
+
+def masked_lm_head_from_checkpoint(
+    state: dict[str, torch.Tensor], model_type: str, hidden_size: int, hidden_act: str, layer_norm_eps: float
+) -> PredictionHead | None:
+    """Build the backbone's own MLM head from checkpoint tensors (BERT `cls.predictions.*`, XLM-R `lm_head.*`)."""
+    if model_type == "bert":
+        names = {
+            "0": "cls.predictions.transform.dense",
+            "2": "cls.predictions.transform.LayerNorm",
+            "bias": "cls.predictions.bias",
+        }
+        act = hidden_act
+    else:  # XLM-R's LM head always uses gelu
+        names = {"0": "lm_head.dense", "2": "lm_head.layer_norm", "bias": "lm_head.bias"}
+        act = "gelu"
+    if names["bias"] not in state:
+        return None
+    vocab_size = state[names["bias"]].shape[0]
+    config = HeadConfig(head_type="masked_lm", layers=2, activation_function=act, vocab_size=vocab_size)
+    head = PredictionHead(config, hidden_size, layer_norm_eps)
+    with torch.no_grad():
+        for idx in ("0", "2"):
+            head[int(idx)].weight.copy_(state[names[idx] + ".weight"])
+            head[int(idx)].bias.copy_(state[names[idx] + ".bias"])
+        head.decoder.bias.copy_(state[names["bias"]])
+    return head

@@ -1,0 +1,331 @@
+"""Reading and writing adapters in AdapterHub's directory format (`adapters` 1.3.0), both ways.
+
+An adapter directory holds `adapter_config.json` + `adapter.safetensors` (or a legacy `pytorch_adapter.bin`), and
+optionally `head_config.json` + `model_head.safetensors` / `pytorch_model_head.bin`. Key names, legacy renames and
+config fields are described in ../shared/ADAPTERHUB_FORMAT.md and were checked against the library itself
+(tests/fixtures/adapterhub).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .adapters import Adapter, AdapterConfig
+from .heads import HeadConfig, PredictionHead
+
+LIBRARY_VERSION = "adapters.1.3.0"
+MODEL_CLASSES = {"bert": "BertAdapterModel", "xlm-roberta": "XLMRobertaAdapterModel"}
+KEY_PREFIXES = {"bert": "bert.", "xlm-roberta": "roberta."}
+
+# Older AdapterHub files name the same modules differently.
+LEGACY_RENAMES = [
+    ("layer_text_lang_adapters", "adapters"),
+    ("layer_text_task_adapters", "adapters"),
+    ("attention_text_lang_adapters", "adapters"),
+    ("attention_text_task_adapters", "adapters"),
+    ("invertible_lang_adapters", "invertible_adapters"),
+]
+
+# Named configurations, as `adapters` resolves them (reduction factor, invertible adapter).
+NAMED_CONFIGS = {
+    "pfeiffer": {},
+    "seq_bn": {},
+    "pfeiffer+inv": {"inv_adapter": "nice"},
+    "seq_bn_inv": {"inv_adapter": "nice"},
+}
+
+# The Pfeiffer architecture that madx_core implements; a config that differs in any of these is another method.
+PFEIFFER_FLAGS = {
+    "mh_adapter": False,
+    "output_adapter": True,
+    "original_ln_before": True,
+    "original_ln_after": True,
+    "residual_before_ln": True,
+    "ln_before": False,
+    "ln_after": False,
+    "adapter_residual_before_ln": False,
+    "use_gating": False,
+    "is_parallel": False,
+    "phm_layer": False,
+    "scaling": 1.0,
+}
+
+# What the library writes for a Pfeiffer adapter besides our own fields (kept so that it reads our files as its own).
+LIBRARY_DEFAULTS = {
+    "architecture": "bottleneck",
+    **PFEIFFER_FLAGS,
+    "cross_adapter": False,
+    "dropout": 0.0,
+    "init_weights": "bert",
+    "stochastic_depth": 0.0,
+    "hypercomplex_nonlinearity": "glorot-uniform",
+    "phm_c_init": "normal",
+    "phm_dim": 4,
+    "phm_rank": 1,
+    "phm_init_range": 0.0001,
+    "phm_bias": True,
+    "learn_phm": True,
+    "shared_phm_rule": True,
+    "factorized_phm_rule": False,
+    "shared_W_phm": False,
+    "factorized_phm_W": True,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configs
+
+
+def parse_adapter_config(raw: dict | str) -> AdapterConfig:
+    """Turn an AdapterHub `config` (a dict, or a name like "pfeiffer+inv") into an AdapterConfig."""
+    if isinstance(raw, str):
+        if raw not in NAMED_CONFIGS:
+            raise ValueError(f"unsupported adapter config {raw!r}; madx_core supports {', '.join(NAMED_CONFIGS)}")
+        return AdapterConfig(**NAMED_CONFIGS[raw])
+    if not isinstance(raw, dict):
+        raise ValueError(f"adapter config must be a JSON object or a name, got {type(raw).__name__}")
+    arch = raw.get("architecture") or "bottleneck"
+    if arch != "bottleneck":
+        raise ValueError(f"unsupported adapter architecture {arch!r}: madx_core implements bottleneck adapters")
+    for key, expected in PFEIFFER_FLAGS.items():
+        if key in raw and raw[key] is not None and raw[key] != expected:
+            raise ValueError(
+                f"unsupported adapter config: {key}={raw[key]!r} (madx_core implements the Pfeiffer/seq_bn "
+                f"configuration, which has {key}={expected!r})"
+            )
+    inv = raw.get("inv_adapter")
+    inv_rf = raw.get("inv_adapter_reduction_factor") or 2
+    non_linearity = raw.get("non_linearity") or "relu"
+    legacy = raw.get("invertible_adapter")  # older files nest the invertible part
+    if isinstance(legacy, dict):
+        inv = legacy.get("block_type", inv)
+        inv_rf = legacy.get("reduction_factor", inv_rf)
+    rf = raw.get("reduction_factor", 16)
+    if isinstance(rf, dict):  # per-layer reduction factors exist in the library, not in MAD-X
+        raise ValueError("unsupported adapter config: per-layer reduction_factor")
+    return AdapterConfig(
+        reduction_factor=rf,
+        non_linearity=non_linearity,
+        inv_adapter=inv,
+        inv_adapter_reduction_factor=inv_rf,
+        leave_out=list(raw.get("leave_out") or []),
+    )
+
+
+def library_config(config: AdapterConfig) -> dict:
+    """The `config` dict the reference library writes for this adapter."""
+    return {**LIBRARY_DEFAULTS, **config.to_dict()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Weights
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, or a torch `.bin` of plain tensors (never a general unpickle)."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path.name} is not a file of plain tensors ({first})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path.name} does not hold a dict of tensors")
+    return state
+
+
+def _find(directory: Path, names: tuple[str, ...]) -> Path | None:
+    return next((directory / n for n in names if (directory / n).is_file()), None)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path.name} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} must hold a JSON object")
+    return data
+
+
+_ADAPTER_KEY = re.compile(r"encoder\.layer\.(\d+)\.output\.adapters\.([^.]+)\.(.+)$")
+_INVERTIBLE_KEY = re.compile(r"invertible_adapters\.([^.]+)\.(.+)$")
+
+
+def to_local_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map AdapterHub keys (any prefix, legacy names) to our `Adapter` module's keys."""
+    local = {}
+    for key, tensor in state.items():
+        for old, new in LEGACY_RENAMES:
+            key = key.replace(old, new)
+        if ".attention.output.adapters." in key:
+            raise ValueError("unsupported adapter: it has attention-block (Houlsby) adapters; MAD-X uses Pfeiffer")
+        if m := _ADAPTER_KEY.search(key):
+            local[f"layers.{m.group(1)}.{m.group(3)}"] = tensor
+        elif m := _INVERTIBLE_KEY.search(key):
+            local[f"invertible.{m.group(2)}"] = tensor
+        else:
+            raise ValueError(f"unexpected weight {key!r} in adapter file")
+    return local
+
+
+def to_hub_keys(adapter: Adapter, name: str, model_type: str) -> dict[str, torch.Tensor]:
+    prefix = KEY_PREFIXES[model_type]
+    out = {}
+    for key, tensor in adapter.state_dict().items():
+        if key.startswith("layers."):
+            _, i, rest = key.split(".", 2)
+            out[f"{prefix}encoder.layer.{i}.output.adapters.{name}.{rest}"] = tensor
+        else:
+            out[f"{prefix}invertible_adapters.{name}.{key.removeprefix('invertible.')}"] = tensor
+    return out
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{what}: missing weights {missing[:3]}, unexpected weights {unexpected[:3]}")
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise ValueError(
+                f"{what}: weight {key} has shape {tuple(tensor.shape)}, the model needs {tuple(expected[key].shape)} "
+                f"(was it trained for another model or hidden size?)"
+            )
+    module.load_state_dict({k: v.float() for k, v in state.items()})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Load and save
+
+
+def load_adapter(model, adapter_dir: str | Path, load_as: str | None = None, with_head: bool = True) -> str:
+    """Load an AdapterHub adapter directory into `model`; everything is checked before the model is changed."""
+    directory = Path(adapter_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"adapter directory not found: {directory}")
+    config_file = directory / "adapter_config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{directory} is not an adapter directory: adapter_config.json is missing")
+    meta = _read_json(config_file)
+    if "config" not in meta:
+        raise ValueError(f"{config_file} has no 'config' entry")
+    config = parse_adapter_config(meta["config"])
+    hidden = meta.get("hidden_size")
+    if hidden is not None and hidden != model.config.hidden_size:
+        raise ValueError(
+            f"adapter {directory.name} was trained for hidden size {hidden}, the model has {model.config.hidden_size}"
+        )
+    weights = _find(directory, ("adapter.safetensors", "pytorch_adapter.bin"))
+    if weights is None:
+        raise ValueError(f"{directory} has no adapter.safetensors or pytorch_adapter.bin")
+    saved_name = meta.get("name") or directory.name
+    name = load_as or saved_name
+
+    adapter = Adapter(name, config, model.config.hidden_size, model.num_layers)
+    _load_strict(adapter, to_local_keys(read_tensors(weights)), f"adapter {saved_name!r}")
+
+    head = None
+    head_file = directory / "head_config.json"
+    if with_head and head_file.is_file():
+        head, head_name = _read_head(model, directory, head_file)
+        name_of_head = name if head_name == saved_name else head_name
+
+    # Everything is read and checked: now change the model.
+    with model._lock:
+        adapter.requires_grad_(False).train(model.training)
+        model.adapters[name] = adapter.to(model.word_embeddings.weight.device)
+        if head is not None:
+            head.requires_grad_(False).train(model.training)
+            model.heads[name_of_head] = head.to(model.word_embeddings.weight.device)
+    return name
+
+
+def _read_head(model, directory: Path, head_file: Path) -> tuple[PredictionHead, str]:
+    meta = _read_json(head_file)
+    config = HeadConfig.from_dict(meta.get("config") or {})
+    if config.head_type == "masked_lm" and config.vocab_size is None:
+        config.vocab_size = model.config.vocab_size
+    head = PredictionHead(config, model.config.hidden_size, model.config.layer_norm_eps, model.config.hidden_dropout_prob)
+    weights = _find(directory, ("model_head.safetensors", "pytorch_model_head.bin"))
+    if weights is None:
+        raise ValueError(f"{directory} has head_config.json but no model_head.safetensors / pytorch_model_head.bin")
+    state = {re.sub(r"^heads\.[^.]+\.", "", k): v for k, v in read_tensors(weights).items()}
+    if config.head_type == "masked_lm":
+        # The decoder is tied to the input embeddings; files may or may not carry a copy of it.
+        state.pop(f"{len(head) - 1}.weight", None)
+        head.decoder.weight = model.word_embeddings.weight
+        expected = {k for k in head.state_dict() if k != f"{len(head) - 1}.weight"}
+        _load_strict_subset(head, state, expected, f"head {meta.get('name')!r}")
+    else:
+        _load_strict(head, state, f"head {meta.get('name')!r}")
+    return head, meta.get("name") or directory.name
+
+
+def _load_strict_subset(module, state, expected: set[str], what: str) -> None:
+    if set(state) != expected:
+        raise ValueError(f"{what}: missing {sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]}")
+    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+
+
+def save_adapter(model, out_dir: str | Path, name: str, with_head: bool = True, dtype: torch.dtype | None = None) -> None:
+    """Write adapter `name` (and the head of the same name) as AdapterHub files; the directory appears whole or not at all."""
+    if name not in model.adapters:
+        raise ValueError(f"unknown adapter {name!r}; loaded adapters: {', '.join(sorted(model.adapters)) or 'none'}")
+    adapter = model.adapters[name]
+    model_type = model.config.model_type
+    common = {
+        "hidden_size": model.config.hidden_size,
+        "model_class": MODEL_CLASSES[model_type],
+        "model_name": getattr(model.config, "name_or_path", "") or model_type,
+        "model_type": model_type,
+        "name": name,
+        "version": LIBRARY_VERSION,
+    }
+
+    def cast(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: (v.to(dtype) if dtype else v).detach().contiguous().cpu() for k, v in state.items()}
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "adapter_config.json").write_text(
+            json.dumps({"config": library_config(adapter.config), **common}, indent=2, sort_keys=True)
+        )
+        save_file(cast(to_hub_keys(adapter, name, model_type)), str(tmp / "adapter.safetensors"))
+        if with_head and name in model.heads:
+            head = model.heads[name]
+            state = head.state_dict()
+            if head.config.head_type == "masked_lm":
+                state.pop(f"{len(head) - 1}.weight")  # tied to the embeddings: not the head's own weight
+            (tmp / "head_config.json").write_text(
+                json.dumps({"config": head.config.to_dict(), **common}, indent=2, sort_keys=True)
+            )
+            save_file(cast({f"heads.{name}.{k}": v for k, v in state.items()}), str(tmp / "model_head.safetensors"))
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished directory into place; an existing one is swapped out, never left half-written."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
