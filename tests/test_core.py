@@ -1,0 +1,273 @@
+"""The adapter core on tiny random BERT and XLM-R models: exactness, invertibility, I/O, threads, bad input."""
+
+import json
+import pickle
+import threading
+
+import pytest
+import torch
+from transformers import BertConfig, XLMRobertaConfig
+
+import madx_core as mx
+from madx_core.adapters import GLOWCoupling, NICECoupling
+
+TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+
+
+def tiny_model(kind: str = "bert", seed: int = 0) -> mx.AdapterModel:
+    torch.manual_seed(seed)
+    config = BertConfig(**TINY) if kind == "bert" else XLMRobertaConfig(**TINY, pad_token_id=1)
+    return mx.AdapterModel.from_config(config)
+
+
+def inputs(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 120, (2, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    ids[1, 6:] = 1
+    return ids, mask
+
+
+def randomise(module: torch.nn.Module, std: float = 0.3, seed: int = 3) -> None:
+    """Adapters start near identity; random weights make a wrong formula visible."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def madx_model(kind: str = "bert") -> mx.AdapterModel:
+    model = tiny_model(kind)
+    model.add_adapter("sw", mx.AdapterConfig(reduction_factor=2, inv_adapter="nice"))
+    model.add_adapter("ner", mx.AdapterConfig(reduction_factor=4, non_linearity="gelu", leave_out=[2]))
+    model.add_tagging_head("ner", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+    for name in ("sw", "ner"):
+        randomise(model.adapters[name], seed=len(name))
+    randomise(model.heads["ner"], seed=7)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlmr"])
+def test_no_adapters_equals_backbone(kind):
+    model = tiny_model(kind)
+    ids, mask = inputs()
+    ours = model(ids, mask).hidden_states
+    theirs = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlmr"])
+def test_zeroed_adapters_equal_bare_backbone(kind):
+    model = madx_model(kind)
+    ids, mask = inputs()
+    bare = model(ids, mask).hidden_states
+    with_adapters = model(ids, mask, adapters=mx.Stack("sw", "ner")).hidden_states
+    assert (with_adapters - bare).abs().max() > 1e-2  # random adapters change the output...
+    with torch.no_grad():
+        for adapter in model.adapters.values():
+            for layer in adapter.layers.values():
+                layer.adapter_up.weight.zero_()
+                layer.adapter_up.bias.zero_()
+            if adapter.invertible is not None:
+                for mlp in (adapter.invertible.F, adapter.invertible.G):
+                    mlp[2].weight.zero_()
+                    mlp[2].bias.zero_()
+    zeroed = model(ids, mask, adapters=mx.Stack("sw", "ner")).hidden_states
+    torch.testing.assert_close(zeroed, bare, rtol=0, atol=1e-6)  # ...and zeroed ones are the identity
+
+
+def test_stack_formula_by_hand():
+    """o1 = LA(LN(h0+x)) + h0; o2 = TA(LN(o1+x)) + o1; out = LN(o2+x), in one layer, computed by hand."""
+    model = madx_model("bert")
+    layer = model.backbone.encoder.layer[0]
+    x = torch.randn(2, 5, 32)
+    h0 = layer.output.dense(layer.intermediate(x))
+    ln = layer.output.LayerNorm
+    la, ta = model.adapters["sw"].at_layer(0), model.adapters["ner"].at_layer(0)
+    o1 = la.adapter_up(torch.relu(la.adapter_down[0](ln(h0 + x)))) + h0
+    o2 = ta.adapter_up(torch.nn.functional.gelu(ta.adapter_down[0](ln(o1 + x)))) + o1
+    expected = ln(o2 + x)
+    got = mx.adapters.adapter_block(h0, x, ln, [la, ta])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("coupling", [NICECoupling, GLOWCoupling])
+def test_invertible_adapters_invert(coupling):
+    torch.manual_seed(0)
+    block = coupling(33, reduction_factor=2)  # odd size: the halves differ
+    randomise(block, std=0.5)
+    x = torch.randn(3, 11, 33, dtype=torch.float64)
+    block = block.double()
+    y = block(x)
+    assert (y - x).abs().max() > 0.1
+    torch.testing.assert_close(block(y, rev=True), x, rtol=0, atol=1e-10)
+
+
+def test_mlm_inverse_and_masked_only_logits():
+    model = tiny_model("xlmr")
+    config = mx.HeadConfig("masked_lm", layers=2, activation_function="gelu", vocab_size=120)
+    model.add_head("lm", config)
+    model.add_adapter("qu", mx.AdapterConfig(reduction_factor=2, inv_adapter="glow"))
+    randomise(model.adapters["qu"])
+    ids, mask = inputs()
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 4] = 7, 9
+    full = model(ids, mask, adapters="qu", head="lm").logits
+    masked = model(ids, mask, adapters="qu", head="lm", labels=labels)
+    assert masked.logits.shape == (2, 120)
+    torch.testing.assert_close(masked.logits, full[labels != -100])
+    # The inverse runs before the decoder: the head's input equals the un-coupled hidden state.
+    head = model.heads["lm"]
+    hidden = model(ids, mask, adapters="qu").hidden_states
+    transformed = head[2](head[1](head[0](hidden)))
+    expected = head.decoder(model.adapters["qu"].invertible(transformed, rev=True))
+    torch.testing.assert_close(full, expected)
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlmr"])
+def test_save_load_roundtrip(tmp_path, kind):
+    model = madx_model(kind)
+    ids, mask = inputs()
+    expected = model(ids, mask, adapters=mx.Stack("sw", "ner")).logits
+    model.save_adapter(tmp_path / "sw", "sw")
+    model.save_adapter(tmp_path / "ner", "ner")
+    assert sorted(p.name for p in (tmp_path / "ner").iterdir()) == [
+        "adapter.safetensors",
+        "adapter_config.json",
+        "head_config.json",
+        "model_head.safetensors",
+    ]
+    fresh = tiny_model(kind)
+    assert fresh.load_adapter(tmp_path / "sw") == "sw"
+    assert fresh.load_adapter(tmp_path / "ner") == "ner"
+    got = fresh(ids, mask, adapters=mx.Stack("sw", "ner")).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert fresh.adapters["ner"].config.leave_out == [2]
+    assert fresh.heads["ner"].config.label2id == model.heads["ner"].config.label2id
+
+
+def test_legacy_bin_and_key_names(tmp_path):
+    model = madx_model("bert")
+    model.save_adapter(tmp_path / "sw", "sw")
+    meta = json.loads((tmp_path / "sw" / "adapter_config.json").read_text())
+    # An old-style file: legacy module names, a nested invertible config, weights in a .bin of plain tensors.
+    meta["config"].pop("inv_adapter")
+    meta["config"]["invertible_adapter"] = {"block_type": "nice", "reduction_factor": 2, "non_linearity": "relu"}
+    from safetensors.torch import load_file
+
+    state = load_file(tmp_path / "sw" / "adapter.safetensors")
+    legacy = {
+        k.replace("output.adapters", "output.layer_text_lang_adapters").replace(
+            "invertible_adapters", "invertible_lang_adapters"
+        ): v
+        for k, v in state.items()
+    }
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "adapter_config.json").write_text(json.dumps(meta))
+    torch.save(legacy, old / "pytorch_adapter.bin")
+    fresh = tiny_model("bert")
+    fresh.load_adapter(old, load_as="sw_old")
+    ids, mask = inputs()
+    torch.testing.assert_close(
+        fresh(ids, mask, adapters="sw_old").hidden_states, model(ids, mask, adapters="sw").hidden_states
+    )
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_bad_input_errors_and_changes_nothing(tmp_path):
+    model = madx_model("bert")
+    model.save_adapter(tmp_path / "good", "sw")
+    before = set(model.adapters)
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        model.load_adapter(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="adapter_config.json is missing"):
+        model.load_adapter(tmp_path / "empty")
+    bad_json = tmp_path / "bad_json"
+    bad_json.mkdir()
+    (bad_json / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        model.load_adapter(bad_json)
+
+    big = tiny_model("bert")
+    torch.manual_seed(0)
+    other = mx.AdapterModel.from_config(BertConfig(**{**TINY, "hidden_size": 48}))
+    other.add_adapter("x", mx.AdapterConfig())
+    other.save_adapter(tmp_path / "h48", "x")
+    with pytest.raises(ValueError, match="hidden size 48"):
+        big.load_adapter(tmp_path / "h48")
+
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "adapter_config.json").write_text((tmp_path / "good" / "adapter_config.json").read_text())
+    (evil / "pytorch_adapter.bin").write_bytes(pickle.dumps({"x": Evil()}))
+    with pytest.raises(ValueError, match="not a file of plain tensors"):
+        model.load_adapter(evil, load_as="evil")
+
+    houlsby = tmp_path / "houlsby"
+    houlsby.mkdir()
+    meta = json.loads((tmp_path / "good" / "adapter_config.json").read_text())
+    meta["config"]["mh_adapter"] = True
+    (houlsby / "adapter_config.json").write_text(json.dumps(meta))
+    (houlsby / "adapter.safetensors").write_bytes((tmp_path / "good" / "adapter.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="mh_adapter"):
+        model.load_adapter(houlsby, load_as="h")
+
+    with pytest.raises(ValueError, match="unknown adapter 'xx'"):
+        model(*inputs(), adapters=mx.Stack("sw", "xx"))
+    with pytest.raises(ValueError, match="unknown head"):
+        model(*inputs(), adapters="sw", head="qa")
+    assert set(model.adapters) == before
+
+
+def test_save_is_atomic_and_overwrites(tmp_path):
+    model = madx_model("bert")
+    model.save_adapter(tmp_path / "sw", "sw")
+    model.save_adapter(tmp_path / "sw", "sw")  # overwriting an existing directory works
+    assert [p.name for p in tmp_path.iterdir()] == ["sw"]  # no temp folders left behind
+    with pytest.raises(ValueError, match="unknown adapter"):
+        model.save_adapter(tmp_path / "nope", "nope")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_threads_with_different_stacks_match_sequential():
+    model = madx_model("xlmr")
+    model.add_adapter("de", mx.AdapterConfig(reduction_factor=2, inv_adapter="nice"))
+    randomise(model.adapters["de"], seed=11)
+    ids, mask = inputs()
+    stacks = [mx.Stack("sw", "ner"), mx.Stack("de", "ner"), mx.Stack("ner"), None] * 4
+    with torch.no_grad():
+        expected = [model(ids, mask, adapters=s).hidden_states for s in stacks]
+    results: dict[int, torch.Tensor] = {}
+
+    def run(i: int) -> None:
+        with torch.no_grad():
+            for _ in range(5):
+                results[i] = model(ids, mask, adapters=stacks[i]).hidden_states
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(stacks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, want in enumerate(expected):
+        assert torch.equal(results[i], want), f"thread {i} with {stacks[i]} differs"
+
+
+def test_set_trainable_freezes_all_but_named():
+    model = madx_model("bert")
+    counts = model.set_trainable(adapters=["ner"], heads=["ner"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("adapters.ner.", "heads.ner.")) for n in trainable)
+    budget = model.parameter_budget()
+    assert counts["trainable"] == budget["adapters"]["ner"] + budget["heads"]["ner"]
+    assert counts["total"] == budget["total"]
+    with pytest.raises(ValueError, match="unknown adapter or head"):
+        model.set_trainable(adapters=["zz"])
