@@ -94,7 +94,7 @@ class PredictionHead(nn.Sequential):
         return self[-1]
 
     def forward(self, hidden: torch.Tensor, inverse=None) -> torch.Tensor:
-        """Run the head; for masked LM, `inverse` (the invertible adapter's inverse) runs before the vocabulary projection."""
+        """Run the head; for masked LM, `inverse` (the inverse invertible adapter) runs before the vocab projection."""
         modules = list(self)
         for module in modules[:-1]:
             hidden = module(hidden)

@@ -257,7 +257,9 @@ def _read_head(model, directory: Path, head_file: Path) -> tuple[PredictionHead,
     config = HeadConfig.from_dict(meta.get("config") or {})
     if config.head_type == "masked_lm" and config.vocab_size is None:
         config.vocab_size = model.config.vocab_size
-    head = PredictionHead(config, model.config.hidden_size, model.config.layer_norm_eps, model.config.hidden_dropout_prob)
+    head = PredictionHead(
+        config, model.config.hidden_size, model.config.layer_norm_eps, model.config.hidden_dropout_prob
+    )
     weights = _find(directory, ("model_head.safetensors", "pytorch_model_head.bin"))
     if weights is None:
         raise ValueError(f"{directory} has head_config.json but no model_head.safetensors / pytorch_model_head.bin")
@@ -275,17 +277,15 @@ def _read_head(model, directory: Path, head_file: Path) -> tuple[PredictionHead,
 
 def _load_strict_subset(module, state, expected: set[str], what: str) -> None:
     if set(state) != expected:
-        raise ValueError(f"{what}: missing {sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]}")
+        raise ValueError(
+            f"{what}: missing {sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]}"
+        )
     module.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
 
 
-def save_adapter(model, out_dir: str | Path, name: str, with_head: bool = True, dtype: torch.dtype | None = None) -> None:
-    """Write adapter `name` (and the head of the same name) as AdapterHub files; the directory appears whole or not at all."""
-    if name not in model.adapters:
-        raise ValueError(f"unknown adapter {name!r}; loaded adapters: {', '.join(sorted(model.adapters)) or 'none'}")
-    adapter = model.adapters[name]
+def _common_meta(model, name: str) -> dict:
     model_type = model.config.model_type
-    common = {
+    return {
         "hidden_size": model.config.hidden_size,
         "model_class": MODEL_CLASSES[model_type],
         "model_name": getattr(model.config, "name_or_path", "") or model_type,
@@ -294,30 +294,75 @@ def save_adapter(model, out_dir: str | Path, name: str, with_head: bool = True, 
         "version": LIBRARY_VERSION,
     }
 
-    def cast(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: (v.to(dtype) if dtype else v).detach().contiguous().cpu() for k, v in state.items()}
 
+def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    return {k: (v.to(dtype) if dtype else v).detach().contiguous().cpu() for k, v in state.items()}
+
+
+def _write_head(model, name: str, directory: Path, dtype: torch.dtype | None) -> None:
+    head = model.heads[name]
+    state = head.state_dict()
+    if head.config.head_type == "masked_lm":
+        state.pop(f"{len(head) - 1}.weight")  # tied to the embeddings: not the head's own weight
+    meta = {"config": head.config.to_dict(), **_common_meta(model, name)}
+    (directory / "head_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    save_file(
+        _cast({f"heads.{name}.{k}": v for k, v in state.items()}, dtype),
+        str(directory / "model_head.safetensors"),
+    )
+
+
+def _atomic_dir(out_dir: str | Path, write) -> None:
+    """Call write(tmp_dir), then move tmp_dir to out_dir: the directory appears whole or not at all."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        (tmp / "adapter_config.json").write_text(
-            json.dumps({"config": library_config(adapter.config), **common}, indent=2, sort_keys=True)
-        )
-        save_file(cast(to_hub_keys(adapter, name, model_type)), str(tmp / "adapter.safetensors"))
-        if with_head and name in model.heads:
-            head = model.heads[name]
-            state = head.state_dict()
-            if head.config.head_type == "masked_lm":
-                state.pop(f"{len(head) - 1}.weight")  # tied to the embeddings: not the head's own weight
-            (tmp / "head_config.json").write_text(
-                json.dumps({"config": head.config.to_dict(), **common}, indent=2, sort_keys=True)
-            )
-            save_file(cast({f"heads.{name}.{k}": v for k, v in state.items()}), str(tmp / "model_head.safetensors"))
+        write(tmp)
         _replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_adapter(
+    model, out_dir: str | Path, name: str, with_head: bool = True, dtype: torch.dtype | None = None
+) -> None:
+    """Write adapter `name` (and the head of the same name) as AdapterHub files, atomically."""
+    if name not in model.adapters:
+        raise ValueError(f"unknown adapter {name!r}; loaded adapters: {', '.join(sorted(model.adapters)) or 'none'}")
+    adapter = model.adapters[name]
+
+    def write(tmp: Path) -> None:
+        meta = {"config": library_config(adapter.config), **_common_meta(model, name)}
+        (tmp / "adapter_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        state = to_hub_keys(adapter, name, model.config.model_type)
+        save_file(_cast(state, dtype), str(tmp / "adapter.safetensors"))
+        if with_head and name in model.heads:
+            _write_head(model, name, tmp, dtype)
+
+    _atomic_dir(out_dir, write)
+
+
+def save_head(model, name: str, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
+    """Write only head `name` (head_config.json + model_head.safetensors), atomically."""
+    if name not in model.heads:
+        raise ValueError(f"unknown head {name!r}; loaded heads: {', '.join(sorted(model.heads)) or 'none'}")
+    _atomic_dir(out_dir, lambda tmp: _write_head(model, name, tmp, dtype))
+
+
+def load_head(model, head_dir: str | Path, load_as: str | None = None) -> str:
+    """Load a head saved by `save_head` (or AdapterHub) into `model`; returns its name."""
+    directory = Path(head_dir)
+    head_file = directory / "head_config.json"
+    if not head_file.is_file():
+        raise ValueError(f"{directory} has no head_config.json")
+    head, name = _read_head(model, directory, head_file)
+    name = load_as or name
+    with model._lock:
+        head.requires_grad_(False).train(model.training)
+        model.heads[name] = head.to(model.word_embeddings.weight.device)
+    return name
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

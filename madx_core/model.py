@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoConfig, BertConfig, BertModel, PretrainedConfig, XLMRobertaConfig, XLMRobertaModel
+from transformers import (
+    AutoConfig,
+    BertConfig,
+    BertModel,
+    PretrainedConfig,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+)
 from transformers.masking_utils import create_bidirectional_mask
 
 from .adapters import Adapter, AdapterConfig, Stack, adapter_block
@@ -120,7 +127,9 @@ class AdapterModel(nn.Module):
         return adapter
 
     def add_head(self, name: str, config: HeadConfig, overwrite: bool = False) -> PredictionHead:
-        head = PredictionHead(config, self.config.hidden_size, self.config.layer_norm_eps, self.config.hidden_dropout_prob)
+        head = PredictionHead(
+            config, self.config.hidden_size, self.config.layer_norm_eps, self.config.hidden_dropout_prob
+        )
         if config.head_type == "masked_lm":
             head.decoder.weight = self.word_embeddings.weight
         with self._lock:
@@ -130,7 +139,9 @@ class AdapterModel(nn.Module):
             self.heads[name] = head.to(self.word_embeddings.weight.device)
         return head
 
-    def add_tagging_head(self, name: str, labels: list[str], layers: int = 1, overwrite: bool = False) -> PredictionHead:
+    def add_tagging_head(
+        self, name: str, labels: list[str], layers: int = 1, overwrite: bool = False
+    ) -> PredictionHead:
         """A token-classification head (NER) with one output per label."""
         label2id = {label: i for i, label in enumerate(labels)}
         return self.add_head(name, HeadConfig("tagging", len(labels), layers, label2id=label2id), overwrite)

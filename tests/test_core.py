@@ -153,7 +153,11 @@ def test_legacy_bin_and_key_names(tmp_path):
     meta = json.loads((tmp_path / "sw" / "adapter_config.json").read_text())
     # An old-style file: legacy module names, a nested invertible config, weights in a .bin of plain tensors.
     meta["config"].pop("inv_adapter")
-    meta["config"]["invertible_adapter"] = {"block_type": "nice", "reduction_factor": 2, "non_linearity": "relu"}
+    meta["config"]["invertible_adapter"] = {
+        "block_type": "nice",
+        "reduction_factor": 2,
+        "non_linearity": "relu",
+    }
     from safetensors.torch import load_file
 
     state = load_file(tmp_path / "sw" / "adapter.safetensors")
