@@ -1,0 +1,287 @@
+"""`python -m madx_core ...`: MAD-X from the command line. Results go to stdout (JSON with --json), progress to stderr.
+
+Bad input ends with a one-line error on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import data as D
+from .adapters import AdapterConfig, Stack
+
+
+def _print(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+
+
+def _progress(info: dict) -> None:
+    print(f"step {info['step']}/{info['total']}  loss {info['loss']:.4f}  {info['elapsed']:.0f}s", file=sys.stderr)
+
+
+def _load(backbone: str):
+    from .backbones import load_tokenizer
+    from .model import AdapterModel
+
+    started = time.perf_counter()
+    model = AdapterModel.from_pretrained(backbone)
+    tokenizer = load_tokenizer(backbone)
+    print(f"loaded {backbone} ({model.source}) in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return model, tokenizer
+
+
+def _load_adapter(model, spec: str | None, load_as: str | None = None) -> str | None:
+    """Load an adapter from a directory or an AdapterHub name on the Hub; returns its name in the model."""
+    if not spec:
+        return None
+    from .backbones import fetch_adapter
+
+    return model.load_adapter(fetch_adapter(spec), load_as=load_as)
+
+
+def _read_task_data(task: str, path: str) -> list:
+    if task == "ner":
+        return D.read_conll(path)
+    if task == "qa":
+        return D.read_squad(path)
+    raise ValueError(f"unknown task {task!r}; use 'ner' or 'qa'")
+
+
+def _train_config(args):
+    from .training import TrainConfig
+
+    config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_length=args.max_length)
+    if getattr(args, "epochs", None):
+        config.epochs = args.epochs
+    if args.steps:
+        config.steps = args.steps
+    if args.lr:
+        config.learning_rate = args.lr
+    config.time_limit_s = args.time_limit
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_info(args) -> dict:
+    from .backbones import describe_backbone
+
+    return describe_backbone(args.backbone)
+
+
+def cmd_train_lang(args) -> dict:
+    from .training import train_language_adapter
+
+    texts = [line for path in args.text for line in D.read_text(path)]
+    model, tokenizer = _load(args.backbone)
+    inv = None if args.inv == "none" else args.inv
+    adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, inv_adapter=inv, non_linearity=args.act)
+    config = _train_config(args)
+    config.learning_rate = args.lr or 1e-4
+    result = train_language_adapter(model, tokenizer, texts, args.lang, adapter_config, config, args.out, _progress)
+    return {"out": args.out, "lang": args.lang, "lines": len(texts), **_summary(result)}
+
+
+def cmd_train_task(args) -> dict:
+    from .training import train_task_adapter
+
+    examples = _read_task_data(args.task, args.data)
+    if args.task == "ner" and args.keep_labels:
+        examples = D.restrict_labels(examples, set(args.keep_labels.split(",")))
+    model, tokenizer = _load(args.backbone)
+    lang = _load_adapter(model, args.lang_adapter)
+    config = _train_config(args)
+    config.learning_rate = args.lr or 5e-4
+    if args.task == "qa":
+        config.max_length = max(config.max_length, 384)
+    adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, non_linearity=args.act)
+    result = train_task_adapter(
+        model, tokenizer, args.task, examples, args.name, lang, None, adapter_config, config, args.out, _progress
+    )
+    return {"out": args.out, "task": args.task, "lang_adapter": lang, "examples": len(examples), **_summary(result)}
+
+
+def cmd_train_full(args) -> dict:
+    from .training import save_full_model, train_full
+
+    examples = _read_task_data(args.task, args.data)
+    if args.task == "ner" and args.keep_labels:
+        examples = D.restrict_labels(examples, set(args.keep_labels.split(",")))
+    model, tokenizer = _load(args.backbone)
+    config = _train_config(args)
+    config.learning_rate = args.lr or 3e-5
+    if args.task == "qa":
+        config.max_length = max(config.max_length, 384)
+    result = train_full(model, tokenizer, args.task, examples, args.task, None, config, _progress)
+    save_full_model(model, tokenizer, args.task, args.out)
+    return {"out": args.out, "task": args.task, "examples": len(examples), **_summary(result)}
+
+
+def _summary(result) -> dict:
+    return {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "final_loss": round(sum(result.losses[-10:]) / max(1, len(result.losses[-10:])), 4),
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": result.total_parameters,
+    }
+
+
+def _model_for_inference(args):
+    """Backbone (+ language adapter) + task adapter, or a fully fine-tuned model directory (--model)."""
+    from .hub_format import load_head
+
+    if getattr(args, "model", None):
+        model, tokenizer = _load(args.model)
+        head = load_head(model, Path(args.model) / "head")
+        return model, tokenizer, None, head
+    model, tokenizer = _load(args.backbone)
+    lang = _load_adapter(model, args.lang_adapter)
+    if not args.task_adapter:
+        raise ValueError("--task-adapter is required (or --model for a fully fine-tuned model)")
+    task = _load_adapter(model, args.task_adapter)
+    stack = Stack(lang, task) if lang else Stack(task)
+    return model, tokenizer, stack, task
+
+
+def cmd_ner(args) -> dict:
+    from .evaluation import tag_text
+
+    model, tokenizer, stack, head = _model_for_inference(args)
+    entities = tag_text(model, tokenizer, args.text, stack, head)
+    return {"stack": list(stack or []), "entities": [e.__dict__ for e in entities]}
+
+
+def cmd_qa(args) -> dict:
+    from .evaluation import answer_question
+
+    model, tokenizer, stack, head = _model_for_inference(args)
+    answer = answer_question(model, tokenizer, args.question, args.context, stack, head)
+    return {"stack": list(stack or []), "answer": answer.text, "score": answer.score, "start": answer.start}
+
+
+def cmd_evaluate(args) -> dict:
+    from .evaluation import evaluate_ner, evaluate_qa
+
+    examples = _read_task_data(args.task, args.data)
+    model, tokenizer, stack, head = _model_for_inference(args)
+    if args.task == "ner":
+        labels = set(model.heads[head].config.label2id)
+        examples = D.restrict_labels(examples, {t[2:] for t in labels if t != "O"})
+        scores, predicted = evaluate_ner(model, tokenizer, examples, stack, head)
+        if args.predictions:
+            D.write_conll(args.predictions, [s.tokens for s in examples], predicted)
+    else:
+        scores, answers = evaluate_qa(model, tokenizer, examples, stack, head, lang=args.lang)
+        if args.predictions:
+            D.write_json(args.predictions, answers)
+    return {"task": args.task, "data": args.data, "stack": list(stack or []), **scores}
+
+
+def cmd_transfer(args) -> dict:
+    from .transfer import run_transfer
+
+    return run_transfer(args.config, args.out, progress=_progress)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backbones import DEFAULT_BACKBONE
+
+    parser = argparse.ArgumentParser(prog="python -m madx_core", description="MAD-X adapters on transformers 5")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(fn=fn)
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="catalog name, Hub id or local directory")
+        return p
+
+    def training(p: argparse.ArgumentParser, steps: int | None = None) -> None:
+        p.add_argument("--out", required=True, help="output directory (written atomically)")
+        p.add_argument("--steps", type=int, default=steps)
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--max-length", type=int, default=128)
+        p.add_argument("--lr", type=float, default=None)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+
+    command("info", cmd_info, "describe a backbone: source, layers, sizes")
+
+    p = command("train-lang", cmd_train_lang, "train a language adapter with masked-LM on text")
+    p.add_argument("--lang", required=True)
+    p.add_argument("--text", nargs="+", required=True, help="UTF-8 files, one sentence or paragraph per line")
+    p.add_argument("--inv", choices=["nice", "glow", "none"], default="nice")
+    p.add_argument("--reduction-factor", type=float, default=2)
+    p.add_argument("--act", default="relu")
+    training(p, steps=1000)
+
+    for name, fn, what in [
+        ("train-task", cmd_train_task, "train a task adapter stacked on a frozen language adapter"),
+        ("train-full", cmd_train_full, "full fine-tuning baseline"),
+    ]:
+        p = command(name, fn, what)
+        p.add_argument("--task", choices=["ner", "qa"], required=True)
+        p.add_argument("--data", required=True, help="CoNLL file (ner) or SQuAD JSON (qa)")
+        p.add_argument("--epochs", type=float, default=None)
+        p.add_argument("--keep-labels", default="PER,LOC,ORG", help="NER entity types to keep (others become O)")
+        training(p, steps=None)
+        if name == "train-task":
+            p.add_argument("--lang-adapter", default=None, help="directory or AdapterHub name; omit for MAD-X -LAD")
+            p.add_argument("--name", default=None, help="adapter name (default: the task)")
+            p.add_argument("--reduction-factor", type=float, default=16)
+            p.add_argument("--act", default="relu")
+
+    for name, fn, what in [("ner", cmd_ner, "tag entities in a text"), ("qa", cmd_qa, "answer a question")]:
+        p = command(name, fn, what)
+        p.add_argument("--lang-adapter", default=None)
+        p.add_argument("--task-adapter", required=True)
+        if name == "ner":
+            p.add_argument("--text", required=True)
+        else:
+            p.add_argument("--question", required=True)
+            p.add_argument("--context", required=True)
+
+    p = command("evaluate", cmd_evaluate, "score an adapter stack (or a fine-tuned model) on labelled data")
+    p.add_argument("--task", choices=["ner", "qa"], required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--lang-adapter", default=None)
+    p.add_argument("--model", default=None, help="a directory written by train-full (instead of adapters)")
+    p.add_argument("--task-adapter", default=None)
+    p.add_argument("--lang", default=None, help="language of the QA data (CJK answers are scored by character)")
+    p.add_argument("--predictions", default=None, help="write predictions (CoNLL for ner, JSON for qa)")
+
+    p = sub.add_parser("transfer", help="run a source x target transfer matrix from a JSON config")
+    p.set_defaults(fn=cmd_transfer)
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "name", "unset") is None:
+        args.name = args.task
+    try:
+        result = args.fn(args)
+    except (ValueError, FileNotFoundError, KeyError, OSError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    _print(result, args.json)
+    return 0

@@ -1,0 +1,213 @@
+"""The zero-shot transfer matrix: train on the source language, evaluate on every target, for several systems.
+
+    baseline   full fine-tuning of the backbone on the source task ("XLM-R" / "mBERT" row of the paper)
+    mlm-trg    full MLM fine-tuning on target text, then full task fine-tuning (one model per target)
+    madx-lad   a task adapter without language adapters
+    madx-inv   language adapters without invertible adapters + task adapter
+    madx       language adapters with NICE invertible adapters + task adapter; swap in the target's at test time
+
+A config (JSON) names the backbone, seeds, text per language, tasks with their train/test files, and the systems.
+Paths may use $MADX_DATA_DIR. Results are written to results.json and results.csv, one row per
+(system, source, target, task, metric, seed).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from . import data as D
+from .adapters import AdapterConfig, Stack
+from .evaluation import evaluate_ner, evaluate_qa
+from .hub_format import _atomic_write_text
+from .model import AdapterModel
+from .training import TrainConfig, train_full, train_language_adapter, train_mlm_full, train_task_adapter
+
+SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx")
+
+
+def _path(p: str) -> str:
+    return os.path.expandvars(os.path.expanduser(p))
+
+
+def _train_config(spec: dict, seed: int, lr: float) -> TrainConfig:
+    return TrainConfig(
+        steps=spec.get("steps", 500),
+        batch_size=spec.get("batch_size", 16),
+        learning_rate=spec.get("lr", lr),
+        max_length=spec.get("max_length", 128),
+        seed=seed,
+    )
+
+
+def load_task(task: str, spec: dict) -> tuple[list, dict[str, list]]:
+    """Training examples and test examples per target language, as the config describes them."""
+    keep = set(spec.get("keep_labels", ["PER", "LOC", "ORG"]))
+    if task == "ner":
+
+        def read(p):
+            return D.restrict_labels(D.read_conll(_path(p)), keep)
+
+        train = read(spec["train"])[: spec.get("max_train")]
+        return train, {lang: read(p) for lang, p in spec["targets"].items()}
+    # QA on XQuAD: parallel files, split by article index so no evaluated context is seen in training
+    split = spec.get("eval_fraction", 0.5)
+    train_all = D.read_squad(_path(spec["train"]))
+    train, _ = D.split_by_article(train_all, eval_fraction=split, seed=0)
+    tests = {}
+    for lang, p in spec["targets"].items():
+        _, held_out = D.split_by_article(D.read_squad(_path(p)), eval_fraction=split, seed=0)
+        tests[lang] = held_out
+    return train, tests
+
+
+def run_transfer(config_path: str | Path, out_dir: str | Path, progress=None) -> dict:
+    """Run every (task, system, seed) of the config; write results.json / results.csv into out_dir."""
+    from .backbones import load_tokenizer
+
+    cfg = json.loads(Path(config_path).read_text())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    systems = cfg.get("systems", ["baseline", "madx-lad", "madx-inv", "madx"])
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        raise ValueError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    seeds = cfg.get("seeds", [1])
+    backbone = cfg.get("backbone", "multilingual-e5-small")
+    base = AdapterModel.from_pretrained(backbone)
+    tokenizer = load_tokenizer(backbone)
+    base_state = copy.deepcopy(base.backbone.state_dict())
+    rows: list[dict] = []
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        if progress is not None:
+            progress({"step": 0, "total": 0, "loss": float("nan"), "elapsed": time.perf_counter() - started})
+        print(f"[transfer {time.perf_counter() - started:7.0f}s] {msg}", flush=True, file=__import__("sys").stderr)
+
+    # 1. Language adapters (trained once; the paper varies seeds for the task stage only).
+    lang_spec = cfg.get("lang_adapter", {})
+    needed = {lang for t in cfg["tasks"].values() for lang in [t.get("source", "en"), *t["targets"]]}
+    for inv, suffix, system in (("nice", "", "madx"), (None, "_noinv", "madx-inv")):
+        if system not in systems:
+            continue
+        for lang in sorted(needed):
+            name = lang + suffix
+            given = cfg.get("lang_adapter_dirs" + suffix, {}).get(lang)
+            target_dir = Path(_path(given)) if given else out / "adapters" / f"lang{suffix}" / lang
+            if target_dir.is_dir():
+                base.load_adapter(target_dir, load_as=name)
+                continue
+            texts = [line for p in cfg["texts"][lang] for line in D.read_text(_path(p))]
+            log(f"language adapter {name}: {len(texts)} lines")
+            train_language_adapter(
+                base,
+                tokenizer,
+                texts,
+                name,
+                AdapterConfig(reduction_factor=2, inv_adapter=inv),
+                _train_config(lang_spec, 0, 1e-4),
+                target_dir,
+            )
+
+    # 2. Task training on the source, zero-shot evaluation on every target.
+    for task, spec in cfg["tasks"].items():
+        train, tests = load_task(task, spec)
+        src = spec.get("source", "en")
+        labels = D.label_list(train) if task == "ner" else None
+        for seed in seeds:
+            for system in systems:
+                log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
+                if system in ("baseline", "mlm-trg"):
+                    rows += _run_full(base, base_state, tokenizer, task, spec, train, tests, labels, seed, system, cfg)
+                    continue
+                model_lang = {"madx": "", "madx-inv": "_noinv"}.get(system)
+                name = f"{task}-{system}-s{seed}"
+                result = train_task_adapter(
+                    base,
+                    tokenizer,
+                    task,
+                    train,
+                    name,
+                    None if model_lang is None else src + model_lang,
+                    labels,
+                    AdapterConfig(reduction_factor=spec.get("reduction_factor", 16)),
+                    _train_config(spec, seed, 5e-4),
+                    out / "adapters" / "task" / name,
+                )
+                for tgt, examples in tests.items():
+                    stack = Stack(name) if model_lang is None else Stack(tgt + model_lang, name)
+                    rows += _score(base, tokenizer, task, examples, stack, name, tgt, src, system, seed)
+                    rows[-1]["trainable_parameters"] = result.trainable_parameters
+                base.delete_adapter(name)
+                _write_results(out, rows, cfg)
+    _write_results(out, rows, cfg)
+    return {"rows": len(rows), "out": str(out), "summary": summarise(rows)}
+
+
+def _run_full(base, base_state, tokenizer, task, spec, train, tests, labels, seed, system, cfg) -> list[dict]:
+    rows = []
+    targets = list(tests) if system == "mlm-trg" else [None]
+    for tgt in targets:
+        model = copy.deepcopy(base)
+        model.backbone.load_state_dict(base_state)
+        for name in list(model.adapters):
+            model.delete_adapter(name)
+        if tgt is not None:  # MLM-TRG: adapt the whole model to the target language first
+            texts = [line for p in cfg["texts"][tgt] for line in D.read_text(_path(p))]
+            train_mlm_full(model, tokenizer, texts, _train_config(cfg.get("lang_adapter", {}), 0, 2e-5))
+        result = train_full(model, tokenizer, task, train, task, labels, _train_config(spec, seed, 3e-5))
+        for t, examples in tests.items():
+            if tgt is None or t == tgt:
+                rows += _score(model, tokenizer, task, examples, None, task, t, spec.get("source", "en"), system, seed)
+                rows[-1]["trainable_parameters"] = result.trainable_parameters
+        del model
+    return rows
+
+
+def _score(model, tokenizer, task, examples, stack, head, tgt, src, system, seed) -> list[dict]:
+    if task == "ner":
+        scores, _ = evaluate_ner(model, tokenizer, examples, stack, head)
+        metrics = {"f1": scores["f1"]}
+    else:
+        scores, _ = evaluate_qa(model, tokenizer, examples, stack, head, lang=tgt)
+        metrics = {"f1": scores["f1"], "em": scores["exact_match"]}
+    common = {"system": system, "source": src, "target": tgt, "task": task, "seed": seed}
+    return [{**common, "metric": m, "value": round(float(v), 4), "examples": len(examples)} for m, v in metrics.items()]
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and spread over seeds for every (system, source, target, task, metric)."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["system"], r["source"], r["target"], r["task"], r["metric"]), []).append(r["value"])
+    return [
+        {
+            "system": k[0],
+            "source": k[1],
+            "target": k[2],
+            "task": k[3],
+            "metric": k[4],
+            "mean": round(statistics.fmean(v), 4),
+            "std": round(statistics.pstdev(v), 4),
+            "n": len(v),
+        }
+        for k, v in sorted(groups.items())
+    ]
+
+
+def _write_results(out: Path, rows: list[dict], cfg: dict) -> None:
+    payload = {"meta": {"config": cfg}, "rows": rows, "summary": summarise(rows)}
+    _atomic_write_text(out / "results.json", json.dumps(payload, indent=2, ensure_ascii=False))
+    fields = ["system", "source", "target", "task", "metric", "value", "seed"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write_text(out / "results.csv", buf.getvalue())
