@@ -1,0 +1,107 @@
+"""The Gradio app that teaches MAD-X: Explore, Train, Transfer scores, How it works.
+
+`build_app()` lays out the tabs (one module each) on one shared `AppState`; `launch_kwargs()` holds what Gradio 6
+takes at launch time (theme, css, upload limits). `app.py` at the repository root is the Spaces entry point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from . import explore, howto, scores, train
+from .state import NO_ADAPTER, AppState, create_state
+
+THEME = gr.themes.Soft(primary_hue="emerald", secondary_hue="orange")
+CSS = """
+.gradio-container {max-width: 1280px !important; margin: auto}
+footer {display: none !important}
+"""
+REFRESH_SECONDS = 5  # how soon an adapter trained or uploaded by someone else appears in an open page
+
+
+def _language_choices(state: AppState) -> list[tuple[str, str]]:
+    none = ("none: no language adapter (MAD-X –LAD)", NO_ADAPTER)
+    return [none] + [(e.label(), e.name) for e in state.registry.language_adapters()]
+
+
+def _task_choices(state: AppState, task: str | None) -> list[tuple[str, str]]:
+    return [(e.label(), e.name) for e in state.registry.task_adapters(task)]
+
+
+def build_app(
+    state: AppState | None = None, assets: str | Path | None = None, work_dir: str | Path | None = None
+) -> gr.Blocks:
+    """The whole app on one shared state (created from `assets` / `work_dir`, or MADX_ASSETS / MADX_APP_DIR)."""
+    state = state or create_state(Path(assets) if assets else None, Path(work_dir) if work_dir else None)
+    with gr.Blocks(title="MAD-X: adapters for cross-lingual transfer") as demo:
+        gr.Markdown(
+            "# MAD-X: adapters for cross-lingual transfer\n"
+            "One frozen multilingual transformer, small **language adapters** and **task adapters** stacked on it: "
+            "train a task in English, swap the language adapter, and it works in another language "
+            "([Pfeiffer et al., EMNLP 2020](https://aclanthology.org/2020.emnlp-main.617/))."
+        )
+        with gr.Tabs():
+            with gr.Tab("Explore", id="explore"):
+                ex = explore.build(state)
+            with gr.Tab("Train", id="train"):
+                tr = train.build(state)
+            with gr.Tab("Transfer scores", id="scores"):
+                sc = scores.build(state)
+            with gr.Tab("How it works", id="howto"):
+                hw = howto.build(state)
+
+        # Every adapter dropdown lists the registry's adapters; they refresh on load, after a job or an upload,
+        # and every few seconds when someone else added one.
+        dropdowns = [
+            (ex["lang"], "language", None),
+            (ex["source"], "language", None),
+            (ex["target"], "language", None),
+            (ex["ner_task"], "task", "ner"),
+            (ex["qa_task"], "task", "qa"),
+            (tr["task_lang"], "language", None),
+            (sc["ev_lang"], "language", None),
+            (sc["ev_task"], "task", None),
+            (hw["lang"], "language", None),
+            (hw["task"], "task", None),
+        ]
+        seen_version = gr.State(-1)
+
+        def refresh(version: int):
+            if version == state.registry.version:
+                return [gr.skip()] * len(dropdowns) + [gr.skip()]
+            updates = [
+                gr.Dropdown(choices=_language_choices(state) if kind == "language" else _task_choices(state, task))
+                for _, kind, task in dropdowns
+            ]
+            return updates + [state.registry.version]
+
+        refresh_outputs = [d for d, _, _ in dropdowns] + [seen_version]
+        demo.load(refresh, seen_version, refresh_outputs, api_visibility="private", queue=False)
+        timer = gr.Timer(REFRESH_SECONDS)
+        timer.tick(
+            refresh, seen_version, refresh_outputs, api_visibility="private", queue=False, show_progress="hidden"
+        )
+        for event in tr["events"]:  # the page that trained or uploaded sees its adapter at once
+            event.then(refresh, seen_version, refresh_outputs, api_visibility="private", queue=False)
+
+        demo.load(
+            ex["show_stack"], [ex["backbone"], ex["lang"], ex["ner_task"]], ex["diagram"], api_visibility="private"
+        )
+        demo.load(sc["scores"], sc["chart_inputs"], sc["chart_outputs"], api_name="scores")
+    demo.state = state  # for tests and app.py: the shared registry, results and job runner
+    return demo
+
+
+def launch_kwargs(state: AppState) -> dict:
+    """What Gradio 6 takes at launch (theme and css moved from Blocks to launch) plus this app's file rules."""
+    return {
+        "theme": THEME,
+        "css": CSS,
+        "max_file_size": "100mb",  # larger than the app's own limits, so that the app can say what went wrong
+        "allowed_paths": [str(state.registry.work)],
+    }
+
+
+__all__ = ["build_app", "launch_kwargs", "create_state"]

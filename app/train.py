@@ -1,0 +1,413 @@
+"""Train: small MAD-X jobs on a CPU: a language adapter (masked LM on text) or a task adapter (NER / QA data).
+
+One job runs at a time (see `state.JobRunner`), on a private copy of the backbone; the finished adapter is loaded
+into the serving model, so it is selectable in Explore at once, and it can be downloaded as an AdapterHub zip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from madx_core import data as D
+from madx_core.adapters import AdapterConfig
+from madx_core.training import TrainConfig, train_language_adapter, train_task_adapter
+
+from .state import (
+    MAX_TRAIN_SECONDS,
+    MAX_TRAIN_STEPS,
+    MAX_TRAIN_TEXT_BYTES,
+    NO_ADAPTER,
+    AdapterEntry,
+    AppState,
+    Job,
+    check_name,
+    friendly,
+    offline,
+)
+
+MAX_TRAIN_EXAMPLES = 5_000  # more cannot be seen in 300 steps anyway
+MAX_HUB_LINES = 20_000
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _paths(files) -> list[Path]:
+    if not files:
+        return []
+    files = files if isinstance(files, list) else [files]
+    return [
+        Path(f if isinstance(f, str) else getattr(f, "name", f["path"] if isinstance(f, dict) else f)) for f in files
+    ]
+
+
+def collect_texts(text: str, files, hub_dataset: str) -> list[str]:
+    """Lines of text for masked-LM training, from the text box, uploaded UTF-8 files, or a Hub dataset (online)."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    paths = _paths(files)
+    size = sum(p.stat().st_size for p in paths)
+    if size > MAX_TRAIN_TEXT_BYTES:
+        raise ValueError(f"the uploaded text is {size / 2**20:.1f} MB; the limit is {MAX_TRAIN_TEXT_BYTES // 2**20} MB")
+    for p in paths:
+        lines += D.read_text(p)
+    if hub_dataset and hub_dataset.strip():
+        lines += _hub_lines(hub_dataset.strip())
+    if not lines:
+        raise ValueError("no training text: paste text (one sentence or paragraph per line) or upload a .txt file")
+    return lines
+
+
+def _hub_lines(name: str) -> list[str]:
+    if offline():
+        raise ValueError("the Hugging Face Hub is not reachable here (offline): paste or upload the text instead")
+    import datasets
+
+    dataset_name, _, config = name.partition(":")  # e.g. "wikimedia/wikipedia:20231101.qu"
+    stream = datasets.load_dataset(dataset_name, config or None, split="train", streaming=True)
+    lines = []
+    for row in stream:
+        text = row.get("text") if isinstance(row, dict) else None
+        if not isinstance(text, str):
+            raise ValueError(f"Hub dataset {name!r} has no 'text' column")
+        lines += [line for line in text.splitlines() if line.strip()]
+        if len(lines) >= MAX_HUB_LINES:
+            break
+    return lines[:MAX_HUB_LINES]
+
+
+def read_task_data(task: str, files) -> list:
+    paths = _paths(files)
+    if not paths:
+        raise ValueError("upload training data: a CoNLL file (token label per line) for NER, or SQuAD JSON for QA")
+    if task not in ("ner", "qa"):
+        raise ValueError(f"unknown task {task!r}; use 'ner' or 'qa'")
+    examples = []
+    for p in paths:
+        examples += D.read_conll(p) if task == "ner" else D.read_squad(p)
+    if not examples:
+        raise ValueError(f"no {task.upper()} examples found in the uploaded file")
+    return examples[:MAX_TRAIN_EXAMPLES]
+
+
+def train_config(steps: float, learning_rate: float, batch_size: float, max_length: int, seed: float) -> TrainConfig:
+    steps = int(steps or 0)
+    if not 1 <= steps <= MAX_TRAIN_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_TRAIN_STEPS} on this machine")
+    if not 0 < float(learning_rate or 0) <= 1e-2:
+        raise ValueError("learning rate must be in (0, 0.01]")
+    return TrainConfig(
+        steps=steps,
+        batch_size=max(1, min(32, int(batch_size or 8))),
+        learning_rate=float(learning_rate),
+        max_length=max_length,
+        seed=int(seed or 0),
+        time_limit_s=MAX_TRAIN_SECONDS,
+        log_every=1,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Jobs (run in the runner's thread)
+
+
+def _training_model(state: AppState, backbone: str):
+    """One private training copy per backbone, kept between jobs (jobs never overlap)."""
+    cache = state.__dict__.setdefault("_training_models", {})
+    if backbone not in cache:
+        cache[backbone] = state.registry.training_copy(backbone)
+    return cache[backbone]
+
+
+def language_job(state: AppState, texts: list[str], name: str, backbone: str, config: TrainConfig):
+    def work(job: Job) -> AdapterEntry:
+        job.state = "loading the backbone"
+        model, tokenizer = _training_model(state, backbone)
+        out = state.registry.work / "trained" / name
+        adapter_config = AdapterConfig(reduction_factor=2, inv_adapter="nice")  # MAD-X's language adapter
+        try:
+            result = train_language_adapter(
+                model, tokenizer, texts, name, adapter_config, config, out, job.record, job.cancel.is_set
+            )
+        finally:
+            model.delete_adapter(name)
+        job.state = "loading into the app"
+        entry = state.registry.register_dir(out, "trained here", name, backbone, lang=name)
+        job.message = _result_line(result)
+        return entry
+
+    return work
+
+
+def task_job(state: AppState, task: str, examples: list, name: str, lang: str, backbone: str, config: TrainConfig):
+    lang_entry = None if lang in ("", NO_ADAPTER, None) else state.registry.get(lang, "language")
+
+    def work(job: Job) -> AdapterEntry:
+        job.state = "loading the backbone"
+        model, tokenizer = _training_model(state, backbone)
+        if lang_entry is not None and lang_entry.name not in model.adapters:
+            state.registry.ensure_loaded(backbone, lang_entry)  # downloads a Hub adapter once if needed
+            model.load_adapter(lang_entry.path, load_as=lang_entry.name)
+        out = state.registry.work / "trained" / name
+        if task == "ner":
+            labels = D.label_list(examples)
+        else:
+            labels = None
+            config.max_length = max(config.max_length, 384)
+        try:
+            result = train_task_adapter(
+                model,
+                tokenizer,
+                task,
+                examples,
+                name,
+                lang_entry.name if lang_entry else None,
+                labels,
+                AdapterConfig(reduction_factor=16),
+                config,
+                out,
+                job.record,
+                job.cancel.is_set,
+            )
+        finally:
+            model.delete_adapter(name)
+        job.state = "loading into the app"
+        entry = state.registry.register_dir(
+            out, "trained here", name, backbone, lang=lang_entry.lang if lang_entry else None
+        )
+        job.message = _result_line(result)
+        return entry
+
+    return work
+
+
+def _result_line(result) -> str:
+    stopped = " (stopped at the time limit)" if result.stopped_early else ""
+    return (
+        f"{result.steps} steps in {result.seconds:.0f} s{stopped}, {result.trainable_parameters:,} trainable parameters"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Progress display
+
+
+def loss_figure(job: Job | None) -> go.Figure:
+    fig = go.Figure()
+    if job is not None and job.steps:
+        fig.add_trace(go.Scatter(x=list(job.steps), y=list(job.losses), mode="lines+markers", name="loss"))
+    fig.update_layout(
+        title="training loss (masked LM for language adapters, task loss for task adapters)",
+        xaxis_title="step",
+        yaxis_title="loss",
+        height=320,
+        margin=dict(l=50, r=20, t=50, b=40),
+    )
+    return fig
+
+
+def follow(state: AppState, job: Job, progress: gr.Progress):
+    """Yield (status, loss figure, download) about once a second until the job ends."""
+    shown = -1
+    while not job.finished.wait(timeout=1.0):
+        if job.total:
+            progress((job.step, job.total), desc=f"{job.name}: step {job.step}/{job.total}")
+        else:
+            progress(0, desc=job.state)
+        if len(job.steps) != shown:
+            shown = len(job.steps)
+            status = f"⏳ Training {job.summary()}. Loss {job.losses[-1]:.3f}" if job.losses else f"⏳ {job.state} …"
+            yield status, loss_figure(job), gr.skip()
+    if job.state == "done":
+        zip_path = state.registry.zip_adapter(job.entry.name)
+        status = (
+            f"✅ Trained {job.entry.kind} adapter **{job.entry.name}**: {job.message}. It is now selectable in "
+            f"Explore (and in every other open page); download it below in AdapterHub format."
+        )
+        yield (
+            status,
+            loss_figure(job),
+            gr.DownloadButton(value=str(zip_path), visible=True, label=f"Download {job.entry.name}.zip"),
+        )
+    else:
+        yield f"⚠️ {job.message}", loss_figure(job), gr.skip()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The tab
+
+
+def build(state: AppState) -> dict:
+    reg = state.registry
+    gr.Markdown(
+        f"Small jobs that fit a free CPU Space: at most **{MAX_TRAIN_STEPS} steps** and **{MAX_TRAIN_SECONDS // 60} "
+        "minutes**, one job at a time for everyone (others are told when the machine is busy). Real MAD-X adapters "
+        "train for far longer (the paper: 250k steps), so expect a teaching-sized adapter."
+    )
+    backbone = gr.Dropdown(
+        reg.backbone_choices(), value=reg.default_backbone, label="backbone", allow_custom_value=True
+    )
+    with gr.Tabs():
+        with gr.Tab("Language adapter"):
+            gr.Markdown(
+                "Masked-language-model training on text of one language. The backbone and its MLM head stay frozen; "
+                "only the language adapter (reduction factor 2) and its invertible NICE adapter learn."
+            )
+            with gr.Row():
+                lang_name = gr.Textbox(label="language code / adapter name", value="qu", max_lines=1)
+                lang_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=100, step=1, label="steps")
+                lang_lr = gr.Number(value=5e-4, label="learning rate")
+            lang_text = gr.Textbox(label="text (one sentence or paragraph per line)", lines=6)
+            with gr.Row():
+                lang_files = gr.File(label="or upload UTF-8 .txt files", file_count="multiple", file_types=[".txt"])
+                hub_dataset = gr.Textbox(
+                    label="or a Hub dataset with a 'text' column (online only)",
+                    placeholder="e.g. wikimedia/wikipedia:20231101.qu",
+                    interactive=not offline(),
+                )
+            with gr.Row():
+                lang_batch = gr.Slider(1, 32, value=8, step=1, label="batch size")
+                lang_seed = gr.Number(value=0, label="seed", precision=0)
+            lang_btn = gr.Button("Train language adapter", variant="primary")
+        with gr.Tab("Task adapter"):
+            gr.Markdown(
+                "A task adapter (reduction factor 16) and its head, stacked on a frozen language adapter of the "
+                "training data's language. Upload CoNLL (`token label` per line, blank line between sentences) for "
+                "NER, or SQuAD 1.1 JSON for QA."
+            )
+            with gr.Row():
+                task_kind = gr.Radio(["ner", "qa"], value="ner", label="task")
+                task_name = gr.Textbox(label="adapter name", value="my-ner", max_lines=1)
+                task_lang = gr.Dropdown(
+                    [],
+                    value="en" if "en" in reg.entries else NO_ADAPTER,
+                    label="stacked on language adapter",
+                    allow_custom_value=True,
+                )
+            task_files = gr.File(label="training data", file_count="multiple", file_types=[".txt", ".conll", ".json"])
+            with gr.Row():
+                task_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=100, step=1, label="steps")
+                task_lr = gr.Number(value=5e-4, label="learning rate")
+                task_batch = gr.Slider(1, 32, value=8, step=1, label="batch size")
+                task_seed = gr.Number(value=0, label="seed", precision=0)
+            task_btn = gr.Button("Train task adapter", variant="primary")
+
+    status = gr.Markdown("No job started from this page yet.")
+    with gr.Row():
+        cancel_btn = gr.Button("Cancel my job", variant="stop")
+        download = gr.DownloadButton("Download the trained adapter", visible=False)
+    loss_plot = gr.Plot(label="loss")
+
+    with gr.Accordion("Upload an adapter (AdapterHub zip)", open=False):
+        gr.Markdown(
+            "A zip of one AdapterHub adapter folder (`adapter_config.json` + `adapter.safetensors`, or a "
+            "`pytorch_adapter.bin` of plain tensors; an optional head). Checked before use: at most 50 MB, no paths "
+            "outside the folder, no links; weights are read as tensors only, never unpickled."
+        )
+        upload = gr.File(label="adapter zip", file_types=[".zip"])
+        upload_btn = gr.Button("Load uploaded adapter")
+        upload_status = gr.Markdown()
+
+    # --- callbacks ---------------------------------------------------------------------------------------
+
+    @friendly
+    def train_language_adapter_ui(
+        text: str,
+        files: list[str] | None = None,
+        name: str = "qu",
+        steps: float = 100,
+        learning_rate: float = 5e-4,
+        hub_dataset: str = "",
+        backbone: str = "",
+        batch_size: float = 8,
+        seed: float = 0,
+        request: gr.Request = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds its tracker by this default)
+    ):
+        backbone = backbone or reg.default_backbone
+        name = reg.unique_name(check_name(name, "language code / adapter name"))
+        config = train_config(steps, learning_rate, batch_size, 128, seed)
+        texts = collect_texts(text, files, hub_dataset)
+        work = language_job(state, texts, name, backbone, config)
+        job = state.jobs.start("language", name, backbone, work, owner=getattr(request, "session_hash", None))
+        yield (
+            f"⏳ Started: {len(texts):,} lines of text, {config.steps} steps.",
+            loss_figure(None),
+            gr.DownloadButton(visible=False),
+        )
+        yield from follow(state, job, progress)
+
+    @friendly
+    def train_task_adapter_ui(
+        files: list[str] | None,
+        task: str = "ner",
+        name: str = "my-ner",
+        language_adapter: str = "en",
+        steps: float = 100,
+        learning_rate: float = 5e-4,
+        backbone: str = "",
+        batch_size: float = 8,
+        seed: float = 0,
+        request: gr.Request = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds its tracker by this default)
+    ):
+        backbone = backbone or reg.default_backbone
+        name = reg.unique_name(check_name(name))
+        config = train_config(steps, learning_rate, batch_size, 128, seed)
+        examples = read_task_data(task, files)
+        work = task_job(state, task, examples, name, language_adapter, backbone, config)
+        job = state.jobs.start("task", name, backbone, work, owner=getattr(request, "session_hash", None))
+        yield (
+            f"⏳ Started: {len(examples):,} {task.upper()} examples, {config.steps} steps.",
+            loss_figure(None),
+            gr.DownloadButton(visible=False),
+        )
+        yield from follow(state, job, progress)
+
+    def cancel(request: gr.Request):
+        job = state.jobs.current()
+        if job is None or job.finished.is_set():
+            return "No job is running."
+        if job.owner != getattr(request, "session_hash", None):
+            return "The running job was started from another page; only its owner can cancel it."
+        state.jobs.cancel(job.id)
+        return "Cancelling after the current step …"
+
+    @friendly
+    def upload_adapter(file: str, backbone: str = ""):
+        if not file:
+            raise ValueError("choose an adapter zip to upload first")
+        entry = reg.upload_zip(Path(file if isinstance(file, str) else file.name), backbone or reg.default_backbone)
+        what = f"{entry.task.upper()} task adapter" if entry.kind == "task" else "language adapter"
+        return f"✅ Loaded **{entry.name}** ({what}); select it in Explore."
+
+    outputs = [status, loss_plot, download]
+    training = dict(concurrency_limit=4, concurrency_id="training")
+    lang_event = lang_btn.click(
+        train_language_adapter_ui,
+        [lang_text, lang_files, lang_name, lang_steps, lang_lr, hub_dataset, backbone, lang_batch, lang_seed],
+        outputs,
+        api_name="train_language_adapter",
+        **training,
+    )
+    task_event = task_btn.click(
+        train_task_adapter_ui,
+        [task_files, task_kind, task_name, task_lang, task_steps, task_lr, backbone, task_batch, task_seed],
+        outputs,
+        api_name="train_task_adapter",
+        **training,
+    )
+    cancel_btn.click(cancel, None, status, api_name="cancel_training", queue=False)
+    upload_event = upload_btn.click(
+        upload_adapter, [upload, backbone], upload_status, api_name="upload_adapter", concurrency_limit=2
+    )
+    task_kind.change(lambda t: "my-" + t, task_kind, task_name, api_visibility="private", queue=False)
+    return {
+        "task_lang": task_lang,
+        "status": status,
+        "upload_status": upload_status,
+        "events": (lang_event, task_event, upload_event),
+    }
