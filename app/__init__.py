@@ -99,6 +99,7 @@ def launch_kwargs(state: AppState) -> dict:
     return {
         "theme": THEME,
         "css": CSS,
+        "show_error": True,  # errors outside callbacks (e.g. a malformed upload) still reach the user as text
         "max_file_size": "100mb",  # larger than the app's own limits, so that the app can say what went wrong
         "allowed_paths": [str(state.registry.work)],
     }

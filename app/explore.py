@@ -80,23 +80,29 @@ def _stack_names(lang: str, task: str) -> list[str]:
 # Display: highlighted text, the stack diagram, the parameter budget
 
 
-def entity_highlight(shown: dict) -> gr.HighlightedText:
-    """Entities as highlighted spans labelled 'PER 0.97'; one colour per entity type."""
-    spans, colors = [], {}
-    for e in shown["entities"]:
-        label = f"{e.label} {e.score:.2f}"
-        colors[label] = ENTITY_COLORS.get(e.label, "#d9d9d9")
-        spans.append({"entity": label, "start": e.start, "end": e.end})
-    return gr.HighlightedText(value={"text": shown["text"], "entities": spans}, color_map=colors)
+def _score_colors() -> dict[str, str]:
+    # Labels carry the confidence ("PER 0.97"); a static map from every such label to its type's colour keeps the
+    # API's output a plain value (no per-request component update) while the UI colours by entity type.
+    colors = {f"{label} {i / 100:.2f}": color for label, color in ENTITY_COLORS.items() for i in range(101)}
+    colors.update({f"answer {i / 100:.2f}": ANSWER_COLOR for i in range(101)})
+    return colors
 
 
-def answer_highlight(shown: dict) -> gr.HighlightedText:
+SCORE_COLORS = _score_colors()
+
+
+def entity_highlight(shown: dict) -> dict:
+    """Entities as highlighted spans labelled with type and confidence, e.g. 'PER 0.97'."""
+    spans = [{"entity": f"{e.label} {e.score:.2f}", "start": e.start, "end": e.end} for e in shown["entities"]]
+    return {"text": shown["text"], "entities": spans}
+
+
+def answer_highlight(shown: dict) -> dict:
     a = shown["answer"]
     spans = []
     if a["start"] >= 0 and a["end"] > a["start"]:
         spans = [{"entity": f"answer {a['score']:.2f}", "start": a["start"], "end": a["end"]}]
-    colors = {s["entity"]: ANSWER_COLOR for s in spans}
-    return gr.HighlightedText(value={"text": shown["text"], "entities": spans}, color_map=colors)
+    return {"text": shown["text"], "entities": spans}
 
 
 def _fmt(n: int) -> str:
@@ -120,7 +126,7 @@ def budget_rows(model: AdapterModel, stack: Stack | None, head: str | None) -> l
         )
         added += b["adapters"][name]
         if inv:
-            rows.append({"part": "    of which the invertible adapter (NICE)", "parameters": inv})
+            rows.append({"part": "↳ of which the invertible adapter (NICE)", "parameters": inv})
     if head is not None and head in b["heads"]:
         rows.append({"part": f"prediction head '{head}'", "parameters": b["heads"][head]})
         added += b["heads"][head]
@@ -246,7 +252,9 @@ def build(state: AppState) -> dict:
         with gr.Tab("Named entities (NER)", id="ner"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    ner_text = gr.Textbox(label="text", lines=4, placeholder="Type a sentence in any language")
+                    ner_text = gr.Textbox(
+                        label="text", lines=4, placeholder="Type a sentence in any language", elem_id="ner-text"
+                    )
                     ex_lang = gr.Textbox(visible=False)
                     if examples.get("ner"):
                         gr.Examples(
@@ -258,9 +266,11 @@ def build(state: AppState) -> dict:
                         )
                 with gr.Column(scale=1):
                     ner_task = gr.Dropdown([], value="ner", label="NER task adapter", allow_custom_value=True)
-                    ner_btn = gr.Button("Find entities", variant="primary")
+                    ner_btn = gr.Button("Find entities", variant="primary", elem_id="ner-run")
                     ner_cmp_btn = gr.Button("Compare stacks")
-            ner_out = gr.HighlightedText(label="entities (label and confidence)", combine_adjacent=False)
+            ner_out = gr.HighlightedText(
+                label="entities (type and confidence)", color_map=SCORE_COLORS, elem_id="ner-out"
+            )
             with gr.Accordion("entities as data", open=False):
                 ner_json = gr.JSON(label="entities")
             ner_ctx = gr.Textbox(visible=False, value="")  # /compare's context input; NER has none
@@ -282,7 +292,7 @@ def build(state: AppState) -> dict:
                     qa_task = gr.Dropdown([], value="qa", label="QA task adapter", allow_custom_value=True)
                     qa_btn = gr.Button("Answer", variant="primary")
                     qa_cmp_btn = gr.Button("Compare stacks")
-            qa_out = gr.HighlightedText(label="answer in the context")
+            qa_out = gr.HighlightedText(label="answer in the context", color_map=SCORE_COLORS)
             qa_json = gr.JSON(label="answer")
 
     with gr.Accordion("Compare: (a) no language adapter, (b) source adapter, (c) target adapter", open=True):
@@ -290,7 +300,10 @@ def build(state: AppState) -> dict:
             source = gr.Dropdown([], value=default_lang, label="source language adapter (b)", allow_custom_value=True)
             target = gr.Dropdown([], value=default_target, label="target language adapter (c)", allow_custom_value=True)
         with gr.Row():
-            cmp_outs = [gr.HighlightedText(label=t) for t in ("(a) no language adapter", "(b) source", "(c) target")]
+            cmp_outs = [
+                gr.HighlightedText(label=t, color_map=SCORE_COLORS)
+                for t in ("(a) no language adapter", "(b) source adapter", "(c) target adapter")
+            ]
         cmp_summary = gr.Markdown()
 
     with gr.Accordion("The active stack and what it costs", open=True):
@@ -316,11 +329,7 @@ def build(state: AppState) -> dict:
         shown = [
             entity_highlight(r["shown"]) if "entities" in r["shown"] else answer_highlight(r["shown"]) for r in runs
         ]
-        labelled = [
-            gr.HighlightedText(value=s.value, color_map=s.color_map, label=r["title"])
-            for s, r in zip(shown, runs, strict=True)
-        ]
-        return *labelled, _compare_summary(runs)
+        return *shown, _compare_summary(runs)
 
     def show_stack(backbone: str, language_adapter: str, task_adapter: str):
         return stack_html(state, backbone, language_adapter, task_adapter)

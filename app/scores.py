@@ -368,8 +368,12 @@ def build(state: AppState) -> dict:
         return rows, *charts(rows[0]["task"], metric if rows[0]["task"] == "qa" else "f1", heatmap_system)
 
     chart_outputs = [bars, heat, params, table, csv_btn]
+
+    def redraw(task: str, metric: str, heatmap_system: str):
+        return scores(task, metric, heatmap_system)
+
     for trigger in (task.change, metric.change, heat_system.change):
-        trigger(scores, [task, metric, heat_system], chart_outputs, api_visibility="private")
+        trigger(redraw, [task, metric, heat_system], chart_outputs, api_visibility="private")
     ev_btn.click(
         run_evaluation,
         [ev_lang, ev_task, ev_data, ev_file, ev_file_lang, ev_backbone, ev_max, task, metric, heat_system],

@@ -320,6 +320,18 @@ class Registry:
         return out
 
 
+def drop_adapter(model: AdapterModel, name: str) -> None:
+    """Remove adapter `name` and its head from a model, if present.
+
+    Written out here because `AdapterModel.delete_adapter` calls `ModuleDict.pop(name, None)`, which torch does not
+    accept (ModuleDict.pop takes no default); reported to the core's owners.
+    """
+    with model._lock:
+        for modules in (model.adapters, model.heads):
+            if name in modules:
+                del modules[name]
+
+
 def _saved_name(directory: Path) -> str | None:
     try:
         return json.loads((directory / "adapter_config.json").read_text(encoding="utf-8")).get("name")
@@ -352,7 +364,8 @@ def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
                 raise ValueError(f"refused: the zip member {name!r} has an absolute or Windows path")
             if ".." in Path(name).parts or not target.is_relative_to(dest):
                 raise ValueError(f"refused: the zip member {name!r} points outside its folder")
-            if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+            kind = stat.S_IFMT(mode)  # 0 when the zip records no file type (plain files from many zip tools)
+            if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
                 raise ValueError(f"refused: the zip member {name!r} is a link or special file")
             total += info.file_size
         if total > MAX_UNZIPPED_BYTES:
@@ -498,7 +511,10 @@ class JobRunner:
             job.state, job.message = "done", f"trained {job.kind} adapter {job.entry.name!r}"
         except Cancelled as e:
             job.state, job.message = "cancelled", f"cancelled: {e}; nothing was saved"
-        except Exception as e:  # the message goes to the user; the app keeps serving
+        except Exception as e:
+            if job.cancel.is_set():  # cancelled, and the clean-up after Cancelled failed: still a cancel to the user
+                job.state, job.message = "cancelled", f"cancelled; nothing was saved (clean-up: {_one_line(e)})"
+                return  # the message goes to the user; the app keeps serving
             job.state, job.message = "failed", f"training failed: {_one_line(e)}"
         finally:
             job.finished.set()
@@ -551,7 +567,7 @@ def friendly(fn: Callable) -> Callable:
             return e
         if not isinstance(e, ValueError | FileNotFoundError | KeyError | Busy):
             logging.getLogger("madx_app").exception("callback %s failed", fn.__name__)
-        return gr.Error(html.escape(_one_line(e)), print_exception=False)  # messages are shown as HTML
+        return gr.Error(html.escape(_one_line(e), quote=False), print_exception=False)  # shown as HTML
 
     if inspect.isgeneratorfunction(fn):
 

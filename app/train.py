@@ -24,6 +24,7 @@ from .state import (
     AppState,
     Job,
     check_name,
+    drop_adapter,
     friendly,
     offline,
 )
@@ -133,7 +134,7 @@ def language_job(state: AppState, texts: list[str], name: str, backbone: str, co
                 model, tokenizer, texts, name, adapter_config, config, out, job.record, job.cancel.is_set
             )
         finally:
-            model.delete_adapter(name)
+            drop_adapter(model, name)
         job.state = "loading into the app"
         entry = state.registry.register_dir(out, "trained here", name, backbone, lang=name)
         job.message = _result_line(result)
@@ -173,7 +174,7 @@ def task_job(state: AppState, task: str, examples: list, name: str, lang: str, b
                 job.cancel.is_set,
             )
         finally:
-            model.delete_adapter(name)
+            drop_adapter(model, name)
         job.state = "loading into the app"
         entry = state.registry.register_dir(
             out, "trained here", name, backbone, lang=lang_entry.lang if lang_entry else None
@@ -227,11 +228,7 @@ def follow(state: AppState, job: Job, progress: gr.Progress):
             f"✅ Trained {job.entry.kind} adapter **{job.entry.name}**: {job.message}. It is now selectable in "
             f"Explore (and in every other open page); download it below in AdapterHub format."
         )
-        yield (
-            status,
-            loss_figure(job),
-            gr.DownloadButton(value=str(zip_path), visible=True, label=f"Download {job.entry.name}.zip"),
-        )
+        yield status, loss_figure(job), str(zip_path)
     else:
         yield f"⚠️ {job.message}", loss_figure(job), gr.skip()
 
@@ -265,6 +262,7 @@ def build(state: AppState) -> dict:
                 lang_files = gr.File(label="or upload UTF-8 .txt files", file_count="multiple", file_types=[".txt"])
                 hub_dataset = gr.Textbox(
                     label="or a Hub dataset with a 'text' column (online only)",
+                    value="",
                     placeholder="e.g. wikimedia/wikipedia:20231101.qu",
                     interactive=not offline(),
                 )
@@ -287,7 +285,7 @@ def build(state: AppState) -> dict:
                     label="stacked on language adapter",
                     allow_custom_value=True,
                 )
-            task_files = gr.File(label="training data", file_count="multiple", file_types=[".txt", ".conll", ".json"])
+            task_files = gr.File(label="training data", file_types=[".txt", ".conll", ".json"])
             with gr.Row():
                 task_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=100, step=1, label="steps")
                 task_lr = gr.Number(value=5e-4, label="learning rate")
@@ -298,7 +296,7 @@ def build(state: AppState) -> dict:
     status = gr.Markdown("No job started from this page yet.")
     with gr.Row():
         cancel_btn = gr.Button("Cancel my job", variant="stop")
-        download = gr.DownloadButton("Download the trained adapter", visible=False)
+        download = gr.File(label="the trained adapter (AdapterHub zip)", interactive=False)
     loss_plot = gr.Plot(label="loss")
 
     with gr.Accordion("Upload an adapter (AdapterHub zip)", open=False):
@@ -336,13 +334,13 @@ def build(state: AppState) -> dict:
         yield (
             f"⏳ Started: {len(texts):,} lines of text, {config.steps} steps.",
             loss_figure(None),
-            gr.DownloadButton(visible=False),
+            None,
         )
         yield from follow(state, job, progress)
 
     @friendly
     def train_task_adapter_ui(
-        files: list[str] | None,
+        file: str | None,
         task: str = "ner",
         name: str = "my-ner",
         language_adapter: str = "en",
@@ -357,13 +355,13 @@ def build(state: AppState) -> dict:
         backbone = backbone or reg.default_backbone
         name = reg.unique_name(check_name(name))
         config = train_config(steps, learning_rate, batch_size, 128, seed)
-        examples = read_task_data(task, files)
+        examples = read_task_data(task, file)
         work = task_job(state, task, examples, name, language_adapter, backbone, config)
         job = state.jobs.start("task", name, backbone, work, owner=getattr(request, "session_hash", None))
         yield (
             f"⏳ Started: {len(examples):,} {task.upper()} examples, {config.steps} steps.",
             loss_figure(None),
-            gr.DownloadButton(visible=False),
+            None,
         )
         yield from follow(state, job, progress)
 
