@@ -216,11 +216,15 @@ class Registry:
                 name, i = f"{wanted}-{i}", i + 1
             return name
 
+    def _all(self) -> list[AdapterEntry]:
+        with self._lock:  # a copy: other threads may add adapters meanwhile
+            return list(self.entries.values())
+
     def language_adapters(self) -> list[AdapterEntry]:
-        return [e for e in self.entries.values() if e.kind == "language"]
+        return [e for e in self._all() if e.kind == "language"]
 
     def task_adapters(self, task: str | None = None) -> list[AdapterEntry]:
-        return [e for e in self.entries.values() if e.kind == "task" and (task is None or e.task == task)]
+        return [e for e in self._all() if e.kind == "task" and (task is None or e.task == task)]
 
     def get(self, name: str, kind: str, task: str | None = None) -> AdapterEntry:
         entry = self.entries.get((name or "").strip())

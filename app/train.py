@@ -296,7 +296,7 @@ def build(state: AppState) -> dict:
     status = gr.Markdown("No job started from this page yet.")
     with gr.Row():
         cancel_btn = gr.Button("Cancel my job", variant="stop")
-        download = gr.File(label="the trained adapter (AdapterHub zip)", interactive=False)
+        download = gr.File(label="the trained adapter (AdapterHub zip)", interactive=False, height=90)
     loss_plot = gr.Plot(label="loss")
 
     with gr.Accordion("Upload an adapter (AdapterHub zip)", open=False):
