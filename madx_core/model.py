@@ -76,10 +76,14 @@ class AdapterModel(nn.Module):
     # Construction
 
     @classmethod
-    def from_config(cls, config: BertConfig | XLMRobertaConfig) -> AdapterModel:
-        """A randomly initialised model (for tests and tiny experiments)."""
+    def from_config(cls, config: BertConfig | XLMRobertaConfig, mlm_head: bool = False) -> AdapterModel:
+        """A randomly initialised model (for tests and tiny experiments), optionally with an MLM head."""
         config._attn_implementation = config._attn_implementation or "sdpa"
-        return cls(ENCODERS[config.model_type](config, add_pooling_layer=False))
+        lm_head = None
+        if mlm_head:
+            head_config = HeadConfig("masked_lm", layers=2, activation_function="gelu", vocab_size=config.vocab_size)
+            lm_head = PredictionHead(head_config, config.hidden_size, config.layer_norm_eps)
+        return cls(ENCODERS[config.model_type](config, add_pooling_layer=False), lm_head)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str) -> AdapterModel:
