@@ -266,8 +266,18 @@ def prepare_qa_features(
     For training, each window's start/end positions are the answer's tokens, or 0 (the first token) when the answer
     is not inside that window.
     """
+    # Very long questions are cut to half the window (like SQuAD's max_query_length), so context still fits.
+    limit = max_length // 2
+    questions = [e.question.strip() for e in examples]
+    q_enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    questions = [
+        q if len(ids) <= limit else q[: offs[limit - 1][1]]
+        for q, ids, offs in zip(questions, q_enc["input_ids"], q_enc["offset_mapping"], strict=True)
+    ]
+    # The overlap must leave room for new context in every window.
+    stride = min(stride, (max_length - limit) // 3)
     enc = tokenizer(
-        [e.question.strip() for e in examples],
+        questions,
         [e.context for e in examples],
         truncation="only_second",
         max_length=max_length,

@@ -65,7 +65,7 @@ def predict_ner(
     head = resolve_head(model, stack, head)
     id2label = model.heads[head].config.id2label
     dummy = [D.NerSentence(tokens=s, labels=["O"] * len(s)) for s in sentences]
-    features = D.encode_ner(tokenizer, dummy, {"O": 0}, max_length=max_length)
+    features = D.encode_ner(tokenizer, dummy, {"O": 0}, max_length=min(max_length, model.max_tokens))
     logits = feature_logits(model, tokenizer, features, stack, head, batch_size)
     labels = D.ner_word_predictions(features, logits, id2label, len(sentences))
     probs = D.ner_word_predictions(
@@ -152,6 +152,7 @@ def predict_qa(
     """The best answer span for every example, over all windows of its context."""
     stack = Stack.of(adapters)
     head = resolve_head(model, stack, head)
+    max_length = min(max_length, model.max_tokens)
     features = D.prepare_qa_features(tokenizer, examples, max_length=max_length, stride=stride, train=False)
     logits = feature_logits(model, tokenizer, features, stack, head, batch_size)
     starts = [x[:, 0] for x in logits]

@@ -113,6 +113,12 @@ class AdapterModel(nn.Module):
         return self.backbone.embeddings.word_embeddings
 
     @property
+    def max_tokens(self) -> int:
+        """The longest input the position embeddings allow (XLM-R reserves padding_idx + 1 positions)."""
+        reserved = self.config.pad_token_id + 1 if self.config.model_type == "xlm-roberta" else 0
+        return min(512, self.config.max_position_embeddings - reserved)
+
+    @property
     def num_layers(self) -> int:
         return self.config.num_hidden_layers
 
@@ -156,8 +162,10 @@ class AdapterModel(nn.Module):
 
     def delete_adapter(self, name: str) -> None:
         with self._lock:
-            self.adapters.pop(name, None)
-            self.heads.pop(name, None)
+            if name in self.adapters:
+                del self.adapters[name]
+            if name in self.heads:
+                del self.heads[name]
 
     def load_adapter(self, adapter_dir: str | Path, load_as: str | None = None, with_head: bool = True) -> str:
         """Load an adapter (and its head, if saved beside it) in AdapterHub format; returns its name."""

@@ -191,7 +191,7 @@ def train_language_adapter(
         raise ValueError("this backbone has no masked-LM head, so it cannot train a language adapter")
     config = config or TrainConfig(learning_rate=1e-4)
     adapter_config = adapter_config or AdapterConfig(reduction_factor=2, inv_adapter="nice")
-    features = mlm_features(tokenizer, [t for t in texts if t.strip()], config.max_length)
+    features = mlm_features(tokenizer, [t for t in texts if t.strip()], min(config.max_length, model.max_tokens))
     if not features:
         raise ValueError(f"no usable text for language {lang!r}")
     seed_everything(config.seed)
@@ -218,7 +218,7 @@ def train_mlm_full(
 ) -> TrainResult:
     """MLM-TRG's first stage: fine-tune the whole backbone with MLM on target-language text."""
     config = config or TrainConfig(learning_rate=2e-5)
-    features = mlm_features(tokenizer, [t for t in texts if t.strip()], config.max_length)
+    features = mlm_features(tokenizer, [t for t in texts if t.strip()], min(config.max_length, model.max_tokens))
     model.set_trainable(backbone=True)
     step = mlm_step_fn(model, tokenizer, None, torch.Generator().manual_seed(config.seed + 1))
     return run_training(model, features, step, config, progress, should_stop)
@@ -229,6 +229,7 @@ def train_mlm_full(
 
 
 def task_features(task: str, tokenizer, examples: list, labels: list[str] | None, max_length: int) -> list[dict]:
+    """Tokenised training features for NER (aligned labels) or QA (answer token positions)."""
     if task == "ner":
         label2id = {label: i for i, label in enumerate(labels)}
         return D.encode_ner(tokenizer, examples, label2id, max_length=max_length)
@@ -287,7 +288,7 @@ def train_task_adapter(
         raise ValueError(f"language adapter {lang_adapter!r} is not loaded")
     config = config or TrainConfig(learning_rate=5e-4)
     labels = labels or (D.label_list(examples) if task == "ner" else None)
-    features = task_features(task, tokenizer, examples, labels, config.max_length)
+    features = task_features(task, tokenizer, examples, labels, min(config.max_length, model.max_tokens))
     seed_everything(config.seed)
     model.add_adapter(name, adapter_config or AdapterConfig(reduction_factor=16), overwrite=True)
     add_task_head(model, task, name, labels)
@@ -319,7 +320,7 @@ def train_full(
     """Full fine-tuning of the backbone and a new head: the paper's baseline."""
     config = config or TrainConfig(learning_rate=3e-5)
     labels = labels or (D.label_list(examples) if task == "ner" else None)
-    features = task_features(task, tokenizer, examples, labels, config.max_length)
+    features = task_features(task, tokenizer, examples, labels, min(config.max_length, model.max_tokens))
     seed_everything(config.seed)
     add_task_head(model, task, head, labels)
     model.set_trainable(heads=[head], backbone=True)
