@@ -324,18 +324,6 @@ class Registry:
         return out
 
 
-def drop_adapter(model: AdapterModel, name: str) -> None:
-    """Remove adapter `name` and its head from a model, if present.
-
-    Written out here because `AdapterModel.delete_adapter` calls `ModuleDict.pop(name, None)`, which torch does not
-    accept (ModuleDict.pop takes no default); reported to the core's owners.
-    """
-    with model._lock:
-        for modules in (model.adapters, model.heads):
-            if name in modules:
-                del modules[name]
-
-
 def _saved_name(directory: Path) -> str | None:
     try:
         return json.loads((directory / "adapter_config.json").read_text(encoding="utf-8")).get("name")

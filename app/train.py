@@ -24,7 +24,6 @@ from .state import (
     AppState,
     Job,
     check_name,
-    drop_adapter,
     friendly,
     offline,
 )
@@ -134,7 +133,7 @@ def language_job(state: AppState, texts: list[str], name: str, backbone: str, co
                 model, tokenizer, texts, name, adapter_config, config, out, job.record, job.cancel.is_set
             )
         finally:
-            drop_adapter(model, name)
+            model.delete_adapter(name)
         job.state = "loading into the app"
         entry = state.registry.register_dir(out, "trained here", name, backbone, lang=name)
         job.message = _result_line(result)
@@ -174,7 +173,7 @@ def task_job(state: AppState, task: str, examples: list, name: str, lang: str, b
                 job.cancel.is_set,
             )
         finally:
-            drop_adapter(model, name)
+            model.delete_adapter(name)
         job.state = "loading into the app"
         entry = state.registry.register_dir(
             out, "trained here", name, backbone, lang=lang_entry.lang if lang_entry else None

@@ -29,7 +29,6 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 import madx_core as mx  # noqa: E402
-from app.state import drop_adapter  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +72,7 @@ def make_assets(model: mx.AdapterModel, root: Path) -> Path:
             _spread(model.adapters[task], seed=100 + len(task), std=0.05)
             _spread(model.heads[task], seed=200 + len(task), std=0.5)
             model.save_adapter(root / "adapters" / "task" / task, task)
-            drop_adapter(model, task)
+            model.delete_adapter(task)
     results = shipped / "results.json"
     if results.is_file():
         shutil.copy(results, root / "results.json")
@@ -84,7 +83,7 @@ def _random_adapter(model, name: str, out: Path, seed: int, inv: str | None = "n
     model.add_adapter(name, mx.AdapterConfig(reduction_factor=2, inv_adapter=inv))
     _spread(model.adapters[name], seed=seed, std=0.05)
     model.save_adapter(out, name, with_head=False)
-    drop_adapter(model, name)
+    model.delete_adapter(name)
 
 
 @pytest.fixture(scope="module")
