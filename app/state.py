@@ -54,7 +54,10 @@ def work_root() -> Path:
 
 
 def offline() -> bool:
-    return os.environ.get("MADX_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    """True when the Hugging Face Hub is switched off (MADX_OFFLINE / HF_HUB_OFFLINE) or does not answer."""
+    from madx_core.backbones import hub_reachable
+
+    return not hub_reachable()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -120,10 +123,19 @@ def classify_adapter_dir(directory: Path) -> tuple[str, str | None, list[str]]:
     if not head_file.is_file():
         return "language", None, []
     try:
-        head = json.loads(head_file.read_text(encoding="utf-8")).get("config") or {}
+        head_meta = json.loads(head_file.read_text(encoding="utf-8"))
+        head = head_meta.get("config") or {}
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         raise ValueError(f"{directory.name}/head_config.json is not valid JSON ({e})") from None
+    if not isinstance(head, dict):
+        raise ValueError(f"{directory.name}/head_config.json has no 'config' object")
     kind = head.get("head_type")
+    if kind in ("tagging", "question_answering"):
+        # The core loads a head under its own saved name when that differs from the adapter's; such a head could
+        # replace a shared one (e.g. "ner"), so the two names must match.
+        adapter_name, head_name = _saved_name(directory), head_meta.get("name")
+        if head_name and adapter_name and head_name != adapter_name:
+            raise ValueError(f"the head is named {head_name!r} but its adapter {adapter_name!r}; the names must match")
     if kind == "tagging":
         return "task", "ner", sorted(head.get("label2id") or {}, key=lambda k: head["label2id"][k])
     if kind == "question_answering":
@@ -167,6 +179,7 @@ class Registry:
             if backbone not in self._models:
                 model = AdapterModel.from_pretrained(backbone)
                 self._models[backbone] = (model, load_tokenizer(backbone))
+                self.add_hub_adapters(backbone)
             return self._models[backbone]
 
     def training_copy(self, backbone: str) -> tuple[AdapterModel, object]:
@@ -193,13 +206,16 @@ class Registry:
                 self._add(AdapterEntry(d.name, "task", task, "shipped", d, lang="en", labels=labels))
 
     def add_hub_adapters(self, backbone: str) -> None:
-        """AdapterHub's pre-trained language adapters for this backbone (listed only when the Hub is reachable)."""
+        """AdapterHub's pre-trained MAD-X language adapters for this backbone, listed only when the Hub is reachable.
+
+        They are downloaded on first use; their names say which backbone they belong to.
+        """
         from madx_core.backbones import pretrained_language_adapters
 
         if offline():
             return
         for code, hub_id in pretrained_language_adapters(backbone).items():
-            name = f"hub-{code}"
+            name = f"hub-{code}-{backbone}"
             if name not in self.entries:
                 self._add(AdapterEntry(name, "language", None, "AdapterHub", None, code, hub_id, backbone))
 
@@ -248,7 +264,8 @@ class Registry:
                     from madx_core.backbones import fetch_adapter
 
                     entry.path = Path(fetch_adapter(entry.hub_id))
-                model.load_adapter(entry.path, load_as=entry.name)
+                # A language adapter's own head (if a file has one) is never used: load only the adapter.
+                model.load_adapter(entry.path, load_as=entry.name, with_head=entry.kind == "task")
         return model
 
     def resolve(
@@ -277,7 +294,8 @@ class Registry:
         kind, task, labels = classify_adapter_dir(directory)
         name = self.unique_name(name)
         model, _ = self.model(backbone)
-        model.load_adapter(directory, load_as=name)  # reads safetensors / weights_only tensors; checks shapes
+        # Reads safetensors / weights_only tensors and checks every shape before the model changes.
+        model.load_adapter(directory, load_as=name, with_head=kind == "task")
         return self._add(AdapterEntry(name, kind, task, origin, directory, lang, backbone=backbone, labels=labels))
 
     # --- safe upload and download of adapter zips -----------------------------------------------------

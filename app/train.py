@@ -228,6 +228,8 @@ def follow(state: AppState, job: Job, progress: gr.Progress):
             f"Explore (and in every other open page); download it below in AdapterHub format."
         )
         yield status, loss_figure(job), str(zip_path)
+    elif job.state == "failed":
+        raise ValueError(job.message)  # an error in the UI and for API clients, not a status line
     else:
         yield f"⚠️ {job.message}", loss_figure(job), gr.skip()
 
@@ -328,6 +330,11 @@ def build(state: AppState) -> dict:
         name = reg.unique_name(check_name(name, "language code / adapter name"))
         config = train_config(steps, learning_rate, batch_size, 128, seed)
         texts = collect_texts(text, files, hub_dataset)
+        if reg.model(backbone)[0].lm_head is None:
+            raise ValueError(
+                f"backbone {backbone} has no masked-LM head here, so it cannot train a language adapter "
+                "(the offline backbone's head ships as assets/mlm_head/); task adapters still train"
+            )
         work = language_job(state, texts, name, backbone, config)
         job = state.jobs.start("language", name, backbone, work, owner=getattr(request, "session_hash", None))
         yield (

@@ -297,6 +297,17 @@ def test_upload_refuses_bad_zips(served, tmp_path):
     assert "plain tensors" in _error(upload, evil)
     assert not marker.exists()
 
+    # A task adapter whose head is saved under another name could replace a shared head ("qa"): refused.
+    renamed = tmp_path / "renamed.zip"
+    src = demo.state.registry.entries["ner"].path
+    with zipfile.ZipFile(renamed, "w") as zf:
+        for f in src.iterdir():
+            data = f.read_bytes()
+            if f.name == "head_config.json":
+                data = json.dumps({**json.loads(data), "name": "qa"}).encode()
+            zf.writestr(f"ner/{f.name}", data)
+    assert "names must match" in _error(upload, renamed)
+
     assert client.predict(TEXT, api_name="/ner")[0]  # still serving
 
 
@@ -309,6 +320,11 @@ def test_train_language_adapter_then_use_and_download(served):
     text = "\n".join(
         ["Wanafunzi wa Nairobi walitembelea makumbusho ya taifa jana.", "Mvua kubwa ilinyesha mjini Mombasa."] * 8
     )
+    if demo.state.registry.model()[0].lm_head is None:  # the MLM head asset of the offline backbone is missing
+        assert "no masked-LM head" in _error(
+            client.predict, text, name="sw-mini", steps=3, api_name="/train_language_adapter"
+        )
+        return
     status, plot, download = client.predict(text, name="sw-mini", steps=3, api_name="/train_language_adapter")
     assert "Trained language adapter **sw-mini**" in status, status
     assert plot  # the loss curve
@@ -336,17 +352,17 @@ def test_train_task_adapter_on_uploaded_conll(served, tmp_path):
     assert _error(client.predict, handle_file(str(conll)), task="qa", steps=2, api_name="/train_task_adapter")
 
 
-def test_one_job_at_a_time_and_cancel(served):
+def test_one_job_at_a_time_and_cancel(served, tmp_path):
     demo, client = served
-    text = "\n".join(f"Sentensi ya mfano namba {i} kuhusu Dar es Salaam na Arusha." for i in range(200))
-    job = client.submit(text, name="long", steps=300, api_name="/train_language_adapter")
+    conll = tmp_path / "long.conll"
+    conll.write_text("Amina B-PER\nYusuf I-PER\nvisited O\nGeneva B-LOC\n. O\n\n" * 50)
+    job = client.submit(handle_file(str(conll)), name="long", steps=300, api_name="/train_task_adapter")
     deadline = time.time() + 60
     while (demo.state.jobs.current() is None or demo.state.jobs.current().step < 1) and time.time() < deadline:
         time.sleep(0.2)
     other = Client(demo.local_url, verbose=False, analytics_enabled=False)
-    assert "One training job runs at a time" in _error(
-        other.predict, text, name="x", steps=2, api_name="/train_language_adapter"
-    )
+    busy = _error(other.predict, handle_file(str(conll)), name="x", steps=2, api_name="/train_task_adapter")
+    assert "One training job runs at a time" in busy and "'long'" in busy
     assert "another page" in other.predict(api_name="/cancel_training")  # only the owner may cancel
     assert client.predict(TEXT, api_name="/ner")[0]  # inference keeps serving during training
     assert "Cancelling" in client.predict(api_name="/cancel_training")
