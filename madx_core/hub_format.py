@@ -61,8 +61,8 @@ PFEIFFER_FLAGS = {
 
 # What the library writes for a Pfeiffer adapter besides our own fields (kept so that it reads our files as its own).
 LIBRARY_DEFAULTS = {
-    "architecture": "bottleneck",
     **PFEIFFER_FLAGS,
+    "init_weights_seed": None,
     "cross_adapter": False,
     "dropout": 0.0,
     "init_weights": "bert",

@@ -32,7 +32,7 @@ def test_first_subtoken_gets_the_label(reference_tokenizer):
     (f,) = D.encode_ner(reference_tokenizer, [sent], label2id)
     assert f["labels"][0] == -100 and f["labels"][-1] == -100  # <s> and </s>
     seen = set()
-    for w, lab in zip(f["word_ids"], f["labels"]):
+    for w, lab in zip(f["word_ids"], f["labels"], strict=True):
         if w is None:
             continue
         if w in seen:
