@@ -109,6 +109,10 @@ def _fmt(n: int) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} K" if n >= 1e3 else str(n)
 
 
+def _percent(p: float) -> str:
+    return f"{p:.2f}%" if p >= 0.1 or p == 0 else f"{p:.3f}%"
+
+
 def budget_rows(model: AdapterModel, stack: Stack | None, head: str | None) -> list[dict]:
     """Parameters of the backbone and of each part of the active stack, and their share of the backbone."""
     b = model.parameter_budget()
@@ -200,7 +204,7 @@ def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> 
     table = "".join(
         f"<tr><td>{html.escape(r['part'])}</td><td style='text-align:right'>{r['parameters']:,}</td>"
         f"<td style='text-align:right'>{_fmt(r['parameters'])}</td>"
-        f"<td style='text-align:right'>{r['percent_of_backbone']:.2f}%</td></tr>"
+        f"<td style='text-align:right'>{_percent(r['percent_of_backbone'])}</td></tr>"
         for r in budget.values()
     )
     return (

@@ -224,6 +224,15 @@ def test_invertible_adapter_inverts(served):
         assert "no invertible adapter" in msg
 
 
+def test_stacking_demo_shows_each_adapter_moves_the_output(served):
+    _, client = served
+    rows, plot = client.predict("Wanafunzi walitembelea Nairobi.", language_adapter="sw", task_adapter="ner",
+                                api_name="/stacking")  # fmt: skip
+    assert [r["stack"] for r in rows] == ["Stack(sw)", "Stack(ner)", "Stack(sw, ner)"]
+    assert all(r["mean_cosine_distance_to_backbone"] > 0 for r in rows)
+    assert plot
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Uploads
 
