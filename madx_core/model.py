@@ -173,11 +173,13 @@ class AdapterModel(nn.Module):
 
         return load_adapter(self, adapter_dir, load_as=load_as, with_head=with_head)
 
-    def save_adapter(self, out_dir: str | Path, name: str, with_head: bool = True) -> None:
-        """Write adapter `name` (and its head of the same name) in AdapterHub format, atomically."""
+    def save_adapter(
+        self, out_dir: str | Path, name: str, with_head: bool = True, dtype: torch.dtype | None = None
+    ) -> None:
+        """Write adapter `name` (and its head of the same name) in AdapterHub format, atomically (dtype: e.g. fp16)."""
         from .hub_format import save_adapter
 
-        save_adapter(self, out_dir, name, with_head=with_head)
+        save_adapter(self, out_dir, name, with_head=with_head, dtype=dtype)
 
     # ------------------------------------------------------------------------------------------------------
     # Training set-up

@@ -22,6 +22,8 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+
 from . import data as D
 from .adapters import AdapterConfig, Stack
 from .evaluation import evaluate_ner, evaluate_qa
@@ -36,11 +38,11 @@ def _path(p: str) -> str:
     return os.path.expandvars(os.path.expanduser(p))
 
 
-def _train_config(spec: dict, seed: int, lr: float) -> TrainConfig:
+def _train_config(spec: dict, seed: int, lr: float, lr_key: str = "lr") -> TrainConfig:
     return TrainConfig(
         steps=spec.get("steps", 500),
         batch_size=spec.get("batch_size", 16),
-        learning_rate=spec.get("lr", lr),
+        learning_rate=spec.get(lr_key, lr),
         max_length=spec.get("max_length", 128),
         seed=seed,
     )
@@ -104,17 +106,18 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, progress=None) ->
             if target_dir.is_dir():
                 base.load_adapter(target_dir, load_as=name)
                 continue
-            texts = [line for p in cfg["texts"][lang] for line in D.read_text(_path(p))]
+            texts = _texts(cfg, lang)
             log(f"language adapter {name}: {len(texts)} lines")
-            train_language_adapter(
+            result = train_language_adapter(
                 base,
                 tokenizer,
                 texts,
                 name,
                 AdapterConfig(reduction_factor=2, inv_adapter=inv),
                 _train_config(lang_spec, 0, 1e-4),
-                target_dir,
             )
+            _ship(base, name, target_dir, with_head=False)
+            log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
 
     # 2. Task training on the source, zero-shot evaluation on every target.
     for task, spec in cfg["tasks"].items():
@@ -139,8 +142,9 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, progress=None) ->
                     labels,
                     AdapterConfig(reduction_factor=spec.get("reduction_factor", 16)),
                     _train_config(spec, seed, 5e-4),
-                    out / "adapters" / "task" / name,
                 )
+                _ship(base, name, out / "adapters" / "task" / name, with_head=True)
+                log(f"{name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
                 for tgt, examples in tests.items():
                     stack = Stack(name) if model_lang is None else Stack(tgt + model_lang, name)
                     rows += _score(base, tokenizer, task, examples, stack, name, tgt, src, system, seed)
@@ -149,6 +153,26 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, progress=None) ->
                 _write_results(out, rows, cfg)
     _write_results(out, rows, cfg)
     return {"rows": len(rows), "out": str(out), "summary": summarise(rows)}
+
+
+def _texts(cfg: dict, lang: str) -> list[str]:
+    """Unlabelled text for a language: plain files, or the tokens of CoNLL files (their labels are not used)."""
+    texts = []
+    for p in cfg["texts"][lang]:
+        path = _path(p)
+        if path.endswith(".conll") or "/ner/" in path:
+            texts += [" ".join(s.tokens) for s in D.read_conll(path)]
+        elif path.endswith(".json"):
+            texts += sorted({e.context for e in D.read_squad(path)})
+        else:
+            texts += D.read_text(path)
+    return texts
+
+
+def _ship(model: AdapterModel, name: str, directory: Path, with_head: bool) -> None:
+    """Save in fp16 and load back, so that every score is computed with exactly the weights that are shipped."""
+    model.save_adapter(directory, name, with_head=with_head, dtype=torch.float16)
+    model.load_adapter(directory, load_as=name, with_head=with_head)
 
 
 def _run_full(base, base_state, tokenizer, task, spec, train, tests, labels, seed, system, cfg) -> list[dict]:
@@ -160,9 +184,9 @@ def _run_full(base, base_state, tokenizer, task, spec, train, tests, labels, see
         for name in list(model.adapters):
             model.delete_adapter(name)
         if tgt is not None:  # MLM-TRG: adapt the whole model to the target language first
-            texts = [line for p in cfg["texts"][tgt] for line in D.read_text(_path(p))]
-            train_mlm_full(model, tokenizer, texts, _train_config(cfg.get("lang_adapter", {}), 0, 2e-5))
-        result = train_full(model, tokenizer, task, train, task, labels, _train_config(spec, seed, 3e-5))
+            texts = _texts(cfg, tgt)
+            train_mlm_full(model, tokenizer, texts, _train_config(cfg.get("lang_adapter", {}), 0, 2e-5, "full_lr"))
+        result = train_full(model, tokenizer, task, train, task, labels, _train_config(spec, seed, 3e-5, "full_lr"))
         for t, examples in tests.items():
             if tgt is None or t == tgt:
                 rows += _score(model, tokenizer, task, examples, None, task, t, spec.get("source", "en"), system, seed)
