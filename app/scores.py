@@ -247,7 +247,7 @@ def evaluate(
         raise ValueError(f"max examples must be between 1 and {MAX_EVAL_EXAMPLES}")
     entry = state.registry.get(task_adapter, "task")
     if file:
-        path = Path(file if isinstance(file, str) else file.name)
+        path = Path(file)
         task, target = entry.task, (file_lang or "").strip() or "unknown"
     else:
         choices = dataset_choices()

@@ -518,7 +518,8 @@ class JobRunner:
 
         try:
             job.entry = work(job)
-            job.state, job.message = "done", f"trained {job.kind} adapter {job.entry.name!r}"
+            job.state = "done"
+            job.message = job.message or f"trained {job.kind} adapter {job.entry.name!r}"
         except Cancelled as e:
             job.state, job.message = "cancelled", f"cancelled: {e}; nothing was saved"
         except Exception as e:

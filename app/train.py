@@ -37,12 +37,10 @@ MAX_HUB_LINES = 20_000
 
 
 def _paths(files) -> list[Path]:
+    """Uploaded files arrive as paths (gr.File's type="filepath"): one, a list, or none."""
     if not files:
         return []
-    files = files if isinstance(files, list) else [files]
-    return [
-        Path(f if isinstance(f, str) else getattr(f, "name", f["path"] if isinstance(f, dict) else f)) for f in files
-    ]
+    return [Path(f) for f in (files if isinstance(files, list) else [files])]
 
 
 def collect_texts(text: str, files, hub_dataset: str) -> list[str]:
@@ -384,7 +382,7 @@ def build(state: AppState) -> dict:
     def upload_adapter(file: str, backbone: str = ""):
         if not file:
             raise ValueError("choose an adapter zip to upload first")
-        entry = reg.upload_zip(Path(file if isinstance(file, str) else file.name), backbone or reg.default_backbone)
+        entry = reg.upload_zip(Path(file), backbone or reg.default_backbone)
         what = f"{entry.task.upper()} task adapter" if entry.kind == "task" else "language adapter"
         return f"✅ Loaded **{entry.name}** ({what}); select it in Explore."
 
