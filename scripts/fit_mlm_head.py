@@ -35,6 +35,8 @@ def corpus(data_dir: Path, held_out: float, seed: int) -> tuple[dict[str, list[s
     """UDHR in every language plus XQuAD contexts; a fraction of every language's lines is held out."""
     lines: dict[str, list[str]] = {}
     for f in sorted((data_dir / "text" / "udhr").glob("*.txt")):
+        if f.stem.startswith("LICENSE"):
+            continue
         lines[f.stem] = D.read_text(f)
     for lang in QA_LANGS:
         contexts = sorted({e.context for e in D.read_squad(data_dir / "qa" / f"xquad.{lang}.json")})
