@@ -191,7 +191,7 @@ def cmd_evaluate(args) -> dict:
 def cmd_transfer(args) -> dict:
     from .transfer import run_transfer
 
-    return run_transfer(args.config, args.out, progress=_progress)
+    return run_transfer(args.config, args.out)
 
 
 # ----------------------------------------------------------------------------------------------------------

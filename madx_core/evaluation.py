@@ -67,11 +67,7 @@ def predict_ner(
     dummy = [D.NerSentence(tokens=s, labels=["O"] * len(s)) for s in sentences]
     features = D.encode_ner(tokenizer, dummy, {"O": 0}, max_length=min(max_length, model.max_tokens))
     logits = feature_logits(model, tokenizer, features, stack, head, batch_size)
-    labels = D.ner_word_predictions(features, logits, id2label, len(sentences))
-    probs = D.ner_word_predictions(
-        features, [torch.softmax(x, -1).max(-1).values[:, None] for x in logits], None, len(sentences)
-    )
-    return labels, probs
+    return D.ner_word_predictions(features, logits, id2label, [len(s) for s in sentences])
 
 
 def evaluate_ner(

@@ -13,12 +13,12 @@ Paths may use $MADX_DATA_DIR. Results are written to results.json and results.cs
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -69,7 +69,7 @@ def load_task(task: str, spec: dict) -> tuple[list, dict[str, list]]:
     return train, tests
 
 
-def run_transfer(config_path: str | Path, out_dir: str | Path, progress=None) -> dict:
+def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
     """Run every (task, system, seed) of the config; write results.json / results.csv into out_dir."""
     from .backbones import load_tokenizer
 
@@ -84,14 +84,11 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, progress=None) ->
     backbone = cfg.get("backbone", "multilingual-e5-small")
     base = AdapterModel.from_pretrained(backbone)
     tokenizer = load_tokenizer(backbone)
-    base_state = copy.deepcopy(base.backbone.state_dict())
     rows: list[dict] = []
     started = time.perf_counter()
 
     def log(msg: str) -> None:
-        if progress is not None:
-            progress({"step": 0, "total": 0, "loss": float("nan"), "elapsed": time.perf_counter() - started})
-        print(f"[transfer {time.perf_counter() - started:7.0f}s] {msg}", flush=True, file=__import__("sys").stderr)
+        print(f"[transfer {time.perf_counter() - started:7.0f}s] {msg}", flush=True, file=sys.stderr)
 
     # 1. Language adapters (trained once; the paper varies seeds for the task stage only).
     lang_spec = cfg.get("lang_adapter", {})
@@ -128,7 +125,7 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, progress=None) ->
             for system in systems:
                 log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
                 if system in ("baseline", "mlm-trg"):
-                    rows += _run_full(base, base_state, tokenizer, task, spec, train, tests, labels, seed, system, cfg)
+                    rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg)
                     continue
                 model_lang = {"madx": "", "madx-inv": "_noinv"}.get(system)
                 name = f"{task}-{system}-s{seed}"
@@ -175,14 +172,12 @@ def _ship(model: AdapterModel, name: str, directory: Path, with_head: bool) -> N
     model.load_adapter(directory, load_as=name, with_head=with_head)
 
 
-def _run_full(base, base_state, tokenizer, task, spec, train, tests, labels, seed, system, cfg) -> list[dict]:
+def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg) -> list[dict]:
+    """Baselines that change the backbone itself, each on a fresh copy of it."""
     rows = []
     targets = list(tests) if system == "mlm-trg" else [None]
     for tgt in targets:
-        model = copy.deepcopy(base)
-        model.backbone.load_state_dict(base_state)
-        for name in list(model.adapters):
-            model.delete_adapter(name)
+        model = AdapterModel.from_pretrained(backbone)
         if tgt is not None:  # MLM-TRG: adapt the whole model to the target language first
             texts = _texts(cfg, tgt)
             train_mlm_full(model, tokenizer, texts, _train_config(cfg.get("lang_adapter", {}), 0, 2e-5, "full_lr"))

@@ -1,0 +1,68 @@
+"""The transfer matrix end to end on a tiny local backbone and real data: every system, two seeds, results files."""
+
+import csv
+import json
+
+import torch
+from conftest import make_word_tokenizer
+from transformers import BertConfig, BertForMaskedLM
+
+from madx_core import data as D
+from madx_core.transfer import run_transfer
+
+
+def test_transfer_matrix_writes_results(tmp_path, data_dir):
+    en = D.read_conll(data_dir / "ner" / "en" / "train.txt")[:40]
+    sw = D.read_conll(data_dir / "ner" / "swa" / "test.txt")[:15]
+    texts = D.read_text(data_dir / "text" / "udhr" / "sw.txt")[:20]
+    for name, sents in (("en.txt", en), ("sw.txt", sw)):
+        D.write_conll(tmp_path / name, [s.tokens for s in sents], [s.labels for s in sents])
+    (tmp_path / "sw_text.txt").write_text("\n".join(texts), encoding="utf-8")
+    tok = make_word_tokenizer([w for s in en + sw for w in s.tokens] + " ".join(texts).split())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=1,
+    )
+    backbone = tmp_path / "tiny"
+    BertForMaskedLM(config).save_pretrained(backbone)
+    tok.save_pretrained(backbone)
+
+    cfg = {
+        "backbone": str(backbone),
+        "systems": ["baseline", "mlm-trg", "madx-lad", "madx-inv", "madx"],
+        "seeds": [1, 2],
+        "texts": {"en": [str(tmp_path / "en.txt")], "sw": [str(tmp_path / "sw_text.txt")]},
+        "lang_adapter": {"steps": 2, "batch_size": 4},
+        "tasks": {
+            "ner": {
+                "source": "en",
+                "train": str(tmp_path / "en.txt"),
+                "targets": {"sw": str(tmp_path / "sw.txt")},
+                "steps": 3,
+                "batch_size": 8,
+            }
+        },
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    summary = run_transfer(tmp_path / "cfg.json", out)
+    results = json.loads((out / "results.json").read_text())
+    assert summary["rows"] == len(results["rows"]) == 5 * 2  # 5 systems x 2 seeds x 1 target x f1
+    assert {r["system"] for r in results["rows"]} == set(cfg["systems"])
+    assert all(0 <= r["value"] <= 1 and r["target"] == "sw" and r["examples"] == 15 for r in results["rows"])
+    means = {(s["system"], s["metric"]): s for s in results["summary"]}
+    assert means[("madx", "f1")]["n"] == 2
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["system", "source", "target", "task", "metric", "value", "seed"] and len(rows) == 10
+    # the language adapters and task adapters are AdapterHub directories, stored in fp16
+    lang = json.loads((out / "adapters" / "lang" / "sw" / "adapter_config.json").read_text())
+    assert lang["config"]["inv_adapter"] == "nice"
+    assert (out / "adapters" / "lang_noinv" / "en" / "adapter.safetensors").is_file()
+    assert (out / "adapters" / "task" / "ner-madx-s1" / "head_config.json").is_file()
