@@ -482,7 +482,11 @@ class Job:
 
     def summary(self) -> str:
         where = f"step {self.step}/{self.total}" if self.total else self.state
-        return f"{self.kind} adapter {self.name!r} ({where}, {self.elapsed():.0f} s so far)"
+        eta = ""
+        if self.step and self.total:  # at the rate so far, capped by the time limit
+            left = min(self.elapsed() / self.step * (self.total - self.step), MAX_TRAIN_SECONDS - self.elapsed())
+            eta = f", about {max(0.0, left):.0f} s left"
+        return f"{self.kind} adapter {self.name!r} ({where}, {self.elapsed():.0f} s so far{eta})"
 
 
 class JobRunner:

@@ -240,8 +240,9 @@ def build(state: AppState) -> dict:
     reg = state.registry
     gr.Markdown(
         f"Small jobs that fit a free CPU Space: at most **{MAX_TRAIN_STEPS} steps** and **{MAX_TRAIN_SECONDS // 60} "
-        "minutes**, one job at a time for everyone (others are told when the machine is busy). Real MAD-X adapters "
-        "train for far longer (the paper: 250k steps), so expect a teaching-sized adapter."
+        "minutes**, one job at a time for everyone (others are told when the machine is busy). On 2 CPU cores a step "
+        "takes a few seconds. Real MAD-X adapters train for far longer (the paper: 250k steps), so expect a "
+        "teaching-sized adapter."
     )
     backbone = gr.Dropdown(
         reg.backbone_choices(), value=reg.default_backbone, label="backbone", allow_custom_value=True
@@ -254,7 +255,7 @@ def build(state: AppState) -> dict:
             )
             with gr.Row():
                 lang_name = gr.Textbox(label="language code / adapter name", value="qu", max_lines=1)
-                lang_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=100, step=1, label="steps")
+                lang_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=50, step=1, label="steps")
                 lang_lr = gr.Number(value=5e-4, label="learning rate")
             lang_text = gr.Textbox(label="text (one sentence or paragraph per line)", lines=6)
             with gr.Row():
@@ -286,7 +287,7 @@ def build(state: AppState) -> dict:
                 )
             task_files = gr.File(label="training data", file_types=[".txt", ".conll", ".json"])
             with gr.Row():
-                task_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=100, step=1, label="steps")
+                task_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=50, step=1, label="steps")
                 task_lr = gr.Number(value=5e-4, label="learning rate")
                 task_batch = gr.Slider(1, 32, value=8, step=1, label="batch size")
                 task_seed = gr.Number(value=0, label="seed", precision=0)
@@ -315,7 +316,7 @@ def build(state: AppState) -> dict:
         text: str,
         files: list[str] | None = None,
         name: str = "qu",
-        steps: float = 100,
+        steps: float = 50,
         learning_rate: float = 5e-4,
         hub_dataset: str = "",
         backbone: str = "",
@@ -348,7 +349,7 @@ def build(state: AppState) -> dict:
         task: str = "ner",
         name: str = "my-ner",
         language_adapter: str = "en",
-        steps: float = 100,
+        steps: float = 50,
         learning_rate: float = 5e-4,
         backbone: str = "",
         batch_size: float = 8,
