@@ -51,6 +51,12 @@ def _order(systems: set[str]) -> list[str]:
 
 def summarise(rows: list[dict], task: str, metric: str) -> list[dict]:
     """Mean, spread and count over seeds for every (system, source, target) of one task and metric."""
+    # Trainable parameters depend on the system and task, not the metric: some result files record them on one
+    # metric's row only (e.g. QA's "em"), so they are pooled per system.
+    pooled: dict[str, list[int]] = {}
+    for r in rows:
+        if r.get("task", task) == task and r.get("trainable_parameters"):
+            pooled.setdefault(r["system"], []).append(int(r["trainable_parameters"]))
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("task", task) == task and r.get("metric") == metric:
@@ -59,7 +65,7 @@ def summarise(rows: list[dict], task: str, metric: str) -> list[dict]:
     out = []
     for (system, source, target), rs in sorted(groups.items()):
         values = [float(r["value"]) for r in rs]
-        params = [r["trainable_parameters"] for r in rs if r.get("trainable_parameters")]
+        params = [r["trainable_parameters"] for r in rs if r.get("trainable_parameters")] or pooled.get(system)
         out.append(
             {
                 "system": system,
