@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from madx_core.adapters import Stack
-from madx_core.hub_format import _atomic_write_text
+from madx_core.data import atomic_write_text
 from madx_core.model import AdapterModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -432,7 +432,7 @@ class Results:
     def add(self, rows: list[dict]) -> None:
         with self._lock:
             kept = self._read(self.app_file) + rows
-            _atomic_write_text(self.app_file, json.dumps({"rows": kept}, indent=1, ensure_ascii=False))
+            atomic_write_text(self.app_file, json.dumps({"rows": kept}, indent=1, ensure_ascii=False))
 
     def csv(self, path: Path) -> Path:
         fields = ["system", "source", "target", "task", "metric", "value", "seed", "trainable_parameters", "origin"]
@@ -440,7 +440,7 @@ class Results:
         writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows())
-        _atomic_write_text(path, buf.getvalue())
+        atomic_write_text(path, buf.getvalue())
         return path
 
 

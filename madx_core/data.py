@@ -21,7 +21,8 @@ from transformers import PreTrainedTokenizerBase
 # Files
 
 
-def _atomic_write(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temporary sibling and os.replace: readers see the old file or the new one, never half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -53,7 +54,7 @@ def read_text(path: str | Path) -> list[str]:
 
 
 def write_json(path: str | Path, obj) -> None:
-    _atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=1))
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=1))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def write_conll(path: str | Path, sentences_tokens: list[list[str]], predicted_l
         "\n".join(f"{t} {lab}" for t, lab in zip(toks, labs, strict=True))
         for toks, labs in zip(sentences_tokens, predicted_labels, strict=True)
     ]
-    _atomic_write(path, "\n\n".join(blocks) + "\n")
+    atomic_write_text(path, "\n\n".join(blocks) + "\n")
 
 
 # Scripts written without spaces between words: each character is a "word" for free-text NER.

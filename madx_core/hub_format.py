@@ -365,19 +365,6 @@ def load_head(model, head_dir: str | Path, load_as: str | None = None) -> str:
     return name
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary sibling and os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _replace_dir(src: Path, dst: Path) -> None:
     """Move a finished directory into place; an existing one is swapped out, never left half-written."""
     if dst.exists():

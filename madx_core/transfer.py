@@ -26,8 +26,8 @@ import torch
 
 from . import data as D
 from .adapters import AdapterConfig, Stack
+from .data import atomic_write_text
 from .evaluation import evaluate_ner, evaluate_qa
-from .hub_format import _atomic_write_text
 from .model import AdapterModel
 from .training import TrainConfig, train_full, train_language_adapter, train_mlm_full, train_task_adapter
 
@@ -223,10 +223,10 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def _write_results(out: Path, rows: list[dict], cfg: dict) -> None:
     payload = {"meta": {"config": cfg}, "rows": rows, "summary": summarise(rows)}
-    _atomic_write_text(out / "results.json", json.dumps(payload, indent=2, ensure_ascii=False))
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=2, ensure_ascii=False))
     fields = ["system", "source", "target", "task", "metric", "value", "seed"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "results.csv", buf.getvalue())

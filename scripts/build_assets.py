@@ -24,7 +24,8 @@ import torch
 
 from madx_core import data as D
 from madx_core.adapters import AdapterConfig
-from madx_core.transfer import _atomic_write_text, _write_results, run_transfer, summarise
+from madx_core.data import atomic_write_text
+from madx_core.transfer import _write_results, run_transfer, summarise
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
@@ -87,7 +88,7 @@ def merge_results() -> None:
             rows += r["rows"]
             configs[run] = r["meta"]["config"]
     _write_results(ASSETS, rows, {"runs": configs, "generated": time.strftime("%Y-%m-%d")})
-    _atomic_write_text(ASSETS / "results_summary.json", json.dumps(summarise(rows), indent=2))
+    atomic_write_text(ASSETS / "results_summary.json", json.dumps(summarise(rows), indent=2))
 
 
 def main() -> None:

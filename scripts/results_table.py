@@ -1,7 +1,7 @@
 """Write the README's results table from assets/results.json (between the RESULTS markers).
 
-    python -m scripts.results_table            # rewrites README.md in place
-    python -m scripts.results_table --print    # prints the table only
+python -m scripts.results_table            # rewrites README.md in place
+python -m scripts.results_table --print    # prints the table only
 """
 
 from __future__ import annotations
