@@ -69,7 +69,8 @@ def main() -> None:
     torch.manual_seed(0)
     model, forward, train_setup = build(args.side, args.model)
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 250000, (args.batch, args.length), generator=g)
+    vocab = model.config.vocab_size
+    ids = torch.randint(5, vocab, (args.batch, args.length), generator=g)
     mask = torch.ones_like(ids)
     labels = torch.randint(0, 7, ids.shape, generator=g)
 
