@@ -30,6 +30,7 @@ from transformers import (
     XLMRobertaModel,
 )
 from transformers.masking_utils import create_bidirectional_mask
+from transformers.utils import logging as hf_logging
 
 from .adapters import Adapter, AdapterConfig, Stack, adapter_block
 from .heads import HeadConfig, PredictionHead, masked_lm_head_from_checkpoint
@@ -97,7 +98,13 @@ class AdapterModel(nn.Module):
             raise ValueError(
                 f"unsupported backbone type {config.model_type!r} in {path}; supported: {', '.join(ENCODERS)}"
             )
-        encoder = ENCODERS[config.model_type].from_pretrained(path, add_pooling_layer=False, dtype=torch.float32)
+        # The checkpoint's MLM head tensors are read below, not by the encoder: silence the "unexpected keys" report.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            encoder = ENCODERS[config.model_type].from_pretrained(path, add_pooling_layer=False, dtype=torch.float32)
+        finally:
+            hf_logging.set_verbosity(verbosity)
         state = _read_mlm_tensors(path)
         if resolved.mlm_head is not None:
             state.update(_read_safetensors(Path(resolved.mlm_head)))

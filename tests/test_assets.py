@@ -1,0 +1,82 @@
+"""Shipped artifacts: fp16 AdapterHub adapters that reproduce the shipped results and load in the reference library."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import madx_core as mx
+from madx_core import data as D
+from madx_core.backbones import load_tokenizer, resolve_backbone
+from madx_core.evaluation import evaluate_ner
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+pytestmark = pytest.mark.integration
+
+
+def test_assets_are_small_fp16_adapterhub_dirs():
+    size = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
+    assert size < 60 * 2**20
+    dirs = [d for d in (ASSETS / "adapters").glob("*/*") if d.is_dir()]
+    assert {"en", "sw", "ha", "pcm", "qu", "mi"} <= {d.name for d in dirs}
+    for d in dirs:
+        assert (d / "adapter_config.json").is_file()
+        with safe_open(str(d / "adapter.safetensors"), framework="pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+
+
+def test_shipped_results_reproduce_exactly(data_dir):
+    """`evaluate` on the shipped adapters gives the shipped score (deterministic inference, same fp16 weights)."""
+    rows = json.loads((ASSETS / "results.json").read_text())["rows"]
+    (want,) = [
+        r
+        for r in rows
+        if (r["system"], r["target"], r["task"], r["metric"], r["seed"]) == ("madx", "sw", "ner", "f1", 1)
+    ]
+    model = mx.AdapterModel.from_pretrained("multilingual-e5-small")
+    sw = model.load_adapter(ASSETS / "adapters" / "lang" / "sw")
+    ner = model.load_adapter(ASSETS / "adapters" / "task" / "ner")
+    sents = D.restrict_labels(D.read_conll(data_dir / "ner" / "swa" / "test.txt"), {"PER", "LOC", "ORG"})
+    scores, _ = evaluate_ner(model, load_tokenizer("multilingual-e5-small"), sents, mx.Stack(sw, ner))
+    assert round(scores["f1"], 4) == want["value"] and scores["examples"] == want["examples"]
+
+
+def test_shipped_adapters_load_in_reference_library(tmp_path):
+    from test_adapterhub import reference_python
+
+    base = resolve_backbone("multilingual-e5-small").path
+    model = mx.AdapterModel.from_pretrained(str(base))
+    sw = model.load_adapter(ASSETS / "adapters" / "lang" / "sw")
+    ner = model.load_adapter(ASSETS / "adapters" / "task" / "ner")
+    tok = load_tokenizer("multilingual-e5-small")
+    enc = tok(["Rais Samia Suluhu Hassan alizuru Mombasa jana."], return_tensors="pt")
+    inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    save_file(inputs, str(tmp_path / "inputs.safetensors"))
+    with torch.no_grad():
+        ours = model(inputs["input_ids"], inputs["attention_mask"], adapters=mx.Stack(sw, ner)).logits
+    out = tmp_path / "theirs.safetensors"
+    cmd = [
+        reference_python(),
+        str(Path(__file__).parent / "reference_check.py"),
+        "--base",
+        str(base),
+        "--adapter",
+        str(ASSETS / "adapters" / "lang" / "sw"),
+        "--adapter",
+        str(ASSETS / "adapters" / "task" / "ner"),
+        "--stack",
+        f"{sw},{ner}",
+        "--head",
+        ner,
+        "--inputs",
+        str(tmp_path / "inputs.safetensors"),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    torch.testing.assert_close(load_file(out)["output"], ours, rtol=0, atol=1e-4)
