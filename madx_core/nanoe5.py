@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 MAGIC = b"E5S1"
 QK = 32
-CONVERTER_VERSION = 1  # bump when the converted output changes, so caches are rebuilt
+CONVERTER_VERSION = 2  # bump when the converted output changes, so caches are rebuilt
 
 
 @dataclass
@@ -182,10 +182,18 @@ def bert_config(e5: E5File) -> dict:
         "bos_token_id": e5.special["bos"],
         "eos_token_id": e5.special["eos"],
         "tie_word_embeddings": True,
+        # as the Hub checkpoint has them: 250,037 embedding rows (the tokenizer uses the first 250,002),
+        # 512 positions counted from 0 (BERT-style, not XLM-R's padding_idx + 1), two token types
         **e5.config,
-        # the file's vocabulary rows include unused padding rows; the tokenizer has len(pieces) entries
-        "vocab_size": e5.config["vocab_size"],
+        "layer_norm_eps": float(f"{e5.config['layer_norm_eps']:.6g}"),  # 1e-12, not its float32 rounding
     }
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp creates the folder private (0700); a shared cache should be readable like any other download."""
+    folder.chmod(0o755)
+    for f in folder.iterdir():
+        f.chmod(0o644)
 
 
 def convert(out_dir: str | Path, mlm_head: Path | None = None, source: Path | None = None) -> Path:
@@ -205,6 +213,7 @@ def convert(out_dir: str | Path, mlm_head: Path | None = None, source: Path | No
         (tmp / "config.json").write_text(json.dumps(bert_config(e5), indent=2))
         save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
         build_tokenizer(e5).save_pretrained(str(tmp))
+        _make_readable(tmp)
         if out.exists():  # another process finished first: keep theirs
             shutil.rmtree(tmp)
             return out

