@@ -49,9 +49,9 @@ def _load_adapter(model, spec: str | None, load_as: str | None = None) -> str | 
 
 def _read_task_data(task: str, path: str) -> list:
     if task == "ner":
-        return D.read_conll(path)
+        return D.load_ner(path)
     if task == "qa":
-        return D.read_squad(path)
+        return D.load_squad(path)
     raise ValueError(f"unknown task {task!r}; use 'ner' or 'qa'")
 
 
@@ -82,7 +82,7 @@ def cmd_info(args) -> dict:
 def cmd_train_lang(args) -> dict:
     from .training import train_language_adapter
 
-    texts = [line for path in args.text for line in D.read_text(path)]
+    texts = [line for path in args.text for line in D.load_texts(path)]
     model, tokenizer = _load(args.backbone)
     inv = None if args.inv == "none" else args.inv
     adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, inv_adapter=inv, non_linearity=args.act)
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train-lang", cmd_train_lang, "train a language adapter with masked-LM on text")
     p.add_argument("--lang", required=True)
-    p.add_argument("--text", nargs="+", required=True, help="UTF-8 files, one sentence or paragraph per line")
+    p.add_argument("--text", nargs="+", required=True, help="text files (line = sentence) or hf:DATASET[:CFG][:SPLIT]")
     p.add_argument("--inv", choices=["nice", "glow", "none"], default="nice")
     p.add_argument("--reduction-factor", type=float, default=2)
     p.add_argument("--act", default="relu")
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         p = command(name, fn, what)
         p.add_argument("--task", choices=["ner", "qa"], required=True)
-        p.add_argument("--data", required=True, help="CoNLL file (ner) or SQuAD JSON (qa)")
+        p.add_argument("--data", required=True, help="CoNLL (ner) or SQuAD JSON (qa), or hf:DATASET[:CFG][:SPLIT]")
         p.add_argument("--epochs", type=float, default=None)
         p.add_argument("--keep-labels", default="PER,LOC,ORG", help="NER entity types to keep (others become O)")
         training(p, steps=None)

@@ -354,6 +354,79 @@ def decode_qa(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Hub datasets: `hf:DATASET[:CONFIG][:SPLIT]` wherever a file is accepted, e.g. hf:unimelb-nlp/wikiann:sw:test
+
+
+def is_hub_spec(source: str | Path) -> bool:
+    return str(source).startswith("hf:")
+
+
+def _hub_dataset(spec: str, default_split: str):
+    """Download a Hub dataset split (only when the Hub is reachable; offline this fails at once, naming it)."""
+    from .backbones import hub_reachable
+
+    name, config, split = (spec[3:].split(":") + ["", ""])[:3]
+    if not name:
+        raise ValueError(f"{spec!r}: expected hf:DATASET[:CONFIG][:SPLIT]")
+    if not hub_reachable():
+        raise ConnectionError(f"dataset {name!r} needs the Hugging Face Hub, which cannot be reached (offline)")
+    from datasets import load_dataset
+
+    return load_dataset(name, config or None, split=split or default_split)
+
+
+def ner_from_dataset(ds) -> list[NerSentence]:
+    """NER sentences from a `datasets` table with `tokens` and ClassLabel tags (WikiANN, MasakhaNER, CoNLL)."""
+    column = next((c for c in ("ner_tags", "tags", "labels") if c in ds.column_names), None)
+    if "tokens" not in ds.column_names or column is None:
+        raise ValueError(f"dataset has no tokens/ner_tags columns (columns: {', '.join(ds.column_names)})")
+    names = ds.features[column].feature.names
+    bad = [n for n in names if n != "O" and not re.fullmatch(r"[BIES]-.+", n)]
+    if bad:
+        raise ValueError(f"dataset labels {bad[:3]} are not IOB2")
+    return [NerSentence(list(r["tokens"]), [names[t] for t in r[column]]) for r in ds if r["tokens"]]
+
+
+def squad_from_dataset(ds) -> list[QAExample]:
+    """QA examples from a SQuAD-format `datasets` table.
+
+    Without titles (XQuAD on the Hub) each context counts as an article, numbered in order of appearance; XQuAD's
+    languages stay parallel, so split_by_article still holds the same contexts out in every language.
+    """
+    key = "title" if "title" in ds.column_names else "context"
+    articles: dict[str, int] = {}
+    examples = []
+    for r in ds:
+        article = articles.setdefault(r[key], len(articles))
+        spans = zip(r["answers"]["text"], r["answers"]["answer_start"], strict=True)
+        answers = [{"text": t, "answer_start": s} for t, s in spans]
+        examples.append(QAExample(str(r["id"]), r.get("title", ""), r["context"], r["question"], answers, article))
+    return examples
+
+
+def texts_from_dataset(ds) -> list[str]:
+    """Lines of unlabelled text from a `datasets` table's `text` column."""
+    if "text" not in ds.column_names:
+        raise ValueError(f"dataset has no 'text' column (columns: {', '.join(ds.column_names)})")
+    return [t.strip() for t in ds["text"] if t and t.strip()]
+
+
+def load_ner(source: str | Path) -> list[NerSentence]:
+    """A CoNLL file or `hf:DATASET[:CONFIG][:SPLIT]`."""
+    return ner_from_dataset(_hub_dataset(source, "train")) if is_hub_spec(source) else read_conll(source)
+
+
+def load_squad(source: str | Path) -> list[QAExample]:
+    """A SQuAD JSON file or `hf:DATASET[:CONFIG][:SPLIT]`."""
+    return squad_from_dataset(_hub_dataset(source, "train")) if is_hub_spec(source) else read_squad(source)
+
+
+def load_texts(source: str | Path) -> list[str]:
+    """A plain text file or `hf:DATASET[:CONFIG][:SPLIT]` with a `text` column."""
+    return texts_from_dataset(_hub_dataset(source, "train")) if is_hub_spec(source) else read_text(source)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Masked language modelling
 
 

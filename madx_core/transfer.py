@@ -7,8 +7,9 @@
     madx       language adapters with NICE invertible adapters + task adapter; swap in the target's at test time
 
 A config (JSON) names the backbone, seeds, text per language, tasks with their train/test files, and the systems.
-Paths may use $MADX_DATA_DIR. Results are written to results.json and results.csv, one row per
-(system, source, target, task, metric, seed).
+A task may name its own "systems". Paths may use $MADX_DATA_DIR. Results are written to results.json and
+results.csv, one row per (system, source, target, task, metric, seed), after every finished (task, system, seed); a
+run of the same config into the same folder skips what is already there, so a run that was cut off resumes.
 """
 
 from __future__ import annotations
@@ -54,17 +55,17 @@ def load_task(task: str, spec: dict) -> tuple[list, dict[str, list]]:
     if task == "ner":
 
         def read(p):
-            return D.restrict_labels(D.read_conll(_path(p)), keep)
+            return D.restrict_labels(D.load_ner(_path(p)), keep)
 
         train = read(spec["train"])[: spec.get("max_train")]
         return train, {lang: read(p) for lang, p in spec["targets"].items()}
     # QA on XQuAD: parallel files, split by article index so no evaluated context is seen in training
     split = spec.get("eval_fraction", 0.5)
-    train_all = D.read_squad(_path(spec["train"]))
+    train_all = D.load_squad(_path(spec["train"]))
     train, _ = D.split_by_article(train_all, eval_fraction=split, seed=0)
     tests = {}
     for lang, p in spec["targets"].items():
-        _, held_out = D.split_by_article(D.read_squad(_path(p)), eval_fraction=split, seed=0)
+        _, held_out = D.split_by_article(D.load_squad(_path(p)), eval_fraction=split, seed=0)
         tests[lang] = held_out
     return train, tests
 
@@ -77,14 +78,15 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     systems = cfg.get("systems", ["baseline", "madx-lad", "madx-inv", "madx"])
-    unknown = sorted(set(systems) - set(SYSTEMS))
+    unknown = sorted({s for t in cfg["tasks"].values() for s in t.get("systems", [])}.union(systems) - set(SYSTEMS))
     if unknown:
         raise ValueError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
     seeds = cfg.get("seeds", [1])
     backbone = cfg.get("backbone", "multilingual-e5-small")
     base = AdapterModel.from_pretrained(backbone)
     tokenizer = load_tokenizer(backbone)
-    rows: list[dict] = []
+    rows = _finished_rows(out, cfg)  # a run that was cut off resumes where it stopped
+    done = {(r["task"], r["system"], r["seed"]) for r in rows}
     started = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -92,10 +94,9 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
 
     # 1. Language adapters (trained once; the paper varies seeds for the task stage only).
     lang_spec = cfg.get("lang_adapter", {})
-    needed = {lang for t in cfg["tasks"].values() for lang in [t.get("source", "en"), *t["targets"]]}
     for inv, suffix, system in (("nice", "", "madx"), (None, "_noinv", "madx-inv")):
-        if system not in systems:
-            continue
+        tasks = [t for t in cfg["tasks"].values() if system in t.get("systems", systems)]
+        needed = {lang for t in tasks for lang in [t.get("source", "en"), *t["targets"]]}
         for lang in sorted(needed):
             name = lang + suffix
             given = cfg.get("lang_adapter_dirs" + suffix, {}).get(lang)
@@ -122,10 +123,13 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
         src = spec.get("source", "en")
         labels = D.label_list(train) if task == "ner" else None
         for seed in seeds:
-            for system in systems:
+            for system in spec.get("systems", systems):
+                if (task, system, seed) in done:
+                    continue
                 log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
                 if system in ("baseline", "mlm-trg"):
                     rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg)
+                    _write_results(out, rows, cfg)
                     continue
                 model_lang = {"madx": "", "madx-inv": "_noinv"}.get(system)
                 name = f"{task}-{system}-s{seed}"
@@ -145,11 +149,20 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
                 for tgt, examples in tests.items():
                     stack = Stack(name) if model_lang is None else Stack(tgt + model_lang, name)
                     rows += _score(base, tokenizer, task, examples, stack, name, tgt, src, system, seed)
-                    rows[-1]["trainable_parameters"] = result.trainable_parameters
+                    rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
                 base.delete_adapter(name)
                 _write_results(out, rows, cfg)
     _write_results(out, rows, cfg)
     return {"rows": len(rows), "out": str(out), "summary": summarise(rows)}
+
+
+def _finished_rows(out: Path, cfg: dict) -> list[dict]:
+    """Rows of an earlier run of the same config in `out` (complete (task, system, seed) groups only)."""
+    f = out / "results.json"
+    if not f.is_file():
+        return []
+    previous = json.loads(f.read_text())
+    return previous["rows"] if previous.get("meta", {}).get("config") == cfg else []
 
 
 def _texts(cfg: dict, lang: str) -> list[str]:
@@ -157,7 +170,9 @@ def _texts(cfg: dict, lang: str) -> list[str]:
     texts = []
     for p in cfg["texts"][lang]:
         path = _path(p)
-        if path.endswith(".conll") or "/ner/" in path:
+        if D.is_hub_spec(path):
+            texts += D.load_texts(path)
+        elif path.endswith(".conll") or "/ner/" in path:
             texts += [" ".join(s.tokens) for s in D.read_conll(path)]
         elif path.endswith(".json"):
             texts += sorted({e.context for e in D.read_squad(path)})
@@ -185,7 +200,7 @@ def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, syste
         for t, examples in tests.items():
             if tgt is None or t == tgt:
                 rows += _score(model, tokenizer, task, examples, None, task, t, spec.get("source", "en"), system, seed)
-                rows[-1]["trainable_parameters"] = result.trainable_parameters
+                rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
         del model
     return rows
 

@@ -154,4 +154,17 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: file not found")
     r = cli("ner", "--task-adapter", str(tmp_path), "--text", "x", ok=False)
     assert r.returncode == 2 and "adapter_config.json is missing" in r.stderr
+    r = cli(
+        "train-task",
+        "--task",
+        "ner",
+        "--data",
+        "hf:unimelb-nlp/wikiann:sw:train",
+        "--out",
+        str(tmp_path / "o"),
+        ok=False,
+    )
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        "error: dataset 'unimelb-nlp/wikiann' needs the Hugging Face Hub, which cannot be reached (offline)"
+    )
     assert not (tmp_path / "o").exists()

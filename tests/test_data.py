@@ -156,3 +156,42 @@ def test_squad_scores_by_hand():
     assert s["f1"] == pytest.approx(100 * (1 + 0.8) / 2)
     zh = [D.QAExample("3", "", "", "", [{"text": "北京大学", "answer_start": 0}])]
     assert M.squad_scores({"3": "北京"}, zh, lang="zh")["f1"] == pytest.approx(100 * 2 * 1 * 0.5 / 1.5)
+
+
+def test_hub_tables_convert_like_files(data_dir, monkeypatch):
+    """`hf:` datasets (WikiANN/MasakhaNER/XQuAD layouts) give the same examples as the files; offline fails at once."""
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    features = Features({"tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=names))})
+    ner = Dataset.from_dict({"tokens": [["Amina", "Juma", "yuko", "Arusha"]], "ner_tags": [[1, 2, 0, 3]]}, features)
+    assert D.ner_from_dataset(ner) == [
+        D.NerSentence(["Amina", "Juma", "yuko", "Arusha"], ["B-PER", "I-PER", "O", "B-LOC"])
+    ]
+
+    xquad = D.read_squad(data_dir / "qa" / "xquad.de.json")[:40]  # the Hub's XQuAD has no titles
+    table = Dataset.from_list(
+        [
+            {
+                "id": e.id,
+                "context": e.context,
+                "question": e.question,
+                "answers": {
+                    "text": [a["text"] for a in e.answers],
+                    "answer_start": [a["answer_start"] for a in e.answers],
+                },
+            }
+            for e in xquad
+        ]
+    )
+    converted = D.squad_from_dataset(table)
+    assert [(e.id, e.context, e.question, e.answers) for e in converted] == [
+        (e.id, e.context, e.question, e.answers) for e in xquad
+    ]
+    contexts = [e.context for e in xquad]
+    assert [e.article for e in converted] == [sorted(set(contexts), key=contexts.index).index(c) for c in contexts]
+
+    assert D.texts_from_dataset(Dataset.from_dict({"text": ["Habari ", "", "za asubuhi"]})) == ["Habari", "za asubuhi"]
+    monkeypatch.setenv("MADX_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match="'unimelb-nlp/wikiann' needs the Hugging Face Hub"):
+        D.load_ner("hf:unimelb-nlp/wikiann:sw:test")

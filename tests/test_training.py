@@ -7,7 +7,7 @@ from transformers import XLMRobertaConfig
 
 import madx_core as mx
 from madx_core import data as D
-from madx_core.training import Cancelled, TrainConfig, train_language_adapter, train_task_adapter
+from madx_core.training import Cancelled, TrainConfig, epoch_batches, train_language_adapter, train_task_adapter
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,20 @@ def test_qa_task_adapter_runs(data_dir):
 
     scores, answers = evaluate_qa(model, tok, examples[:8], "qa")
     assert set(answers) == {e.id for e in examples[:8]} and 0 <= scores["f1"] <= 100
+
+
+def test_length_grouped_batches_cover_the_epoch_with_little_padding():
+    """Every example once per epoch, seeded, and far fewer padded positions than random batches."""
+    g = torch.Generator().manual_seed(0)
+    features = [{"input_ids": [0] * int(n)} for n in torch.randint(3, 120, (1000,), generator=g)]
+
+    def padded(batches):
+        return sum(max(len(features[i]["input_ids"]) for i in b) * len(b) for b in batches)
+
+    grouped = epoch_batches(features, 16, torch.Generator().manual_seed(1), group=True)
+    assert sorted(i for b in grouped for i in b) == list(range(1000))
+    assert grouped == epoch_batches(features, 16, torch.Generator().manual_seed(1), group=True)
+    assert grouped != epoch_batches(features, 16, torch.Generator().manual_seed(2), group=True)
+    random_batches = epoch_batches(features, 16, torch.Generator().manual_seed(1), group=False)
+    real = sum(len(f["input_ids"]) for f in features)
+    assert padded(grouped) < 1.1 * real < padded(random_batches) / 1.5
