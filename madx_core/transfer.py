@@ -6,10 +6,11 @@
     madx-inv   language adapters without invertible adapters + task adapter
     madx       language adapters with NICE invertible adapters + task adapter; swap in the target's at test time
 
-A config (JSON) names the backbone, seeds, text per language, tasks with their train/test files, and the systems.
-A task may name its own "systems". Paths may use $MADX_DATA_DIR. Results are written to results.json and
-results.csv, one row per (system, source, target, task, metric, seed), after every finished (task, system, seed); a
-run of the same config into the same folder skips what is already there, so a run that was cut off resumes.
+A config (JSON) names the backbone, seeds, text per language, tasks with their train/test files, and the systems;
+a task may name its own "systems" and "seeds", and "full_steps" / "full_lr" for the full fine-tuning baselines.
+Paths may use $MADX_DATA_DIR. Results are written to results.json and results.csv, one row per (system, source,
+target, task, metric, seed), after every finished (task, system, seed); a run of the same config into the same
+folder skips what is already there, so a run that was cut off resumes.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ def _path(p: str) -> str:
     return os.path.expandvars(os.path.expanduser(p))
 
 
-def _train_config(spec: dict, seed: int, lr: float, lr_key: str = "lr") -> TrainConfig:
+def _train_config(spec: dict, seed: int, lr: float, full: bool = False) -> TrainConfig:
+    """Settings of a spec; with `full`, its full_steps / full_lr (full fine-tuning needs fewer, smaller steps)."""
+    steps = spec.get("steps", 500)
     return TrainConfig(
-        steps=spec.get("steps", 500),
+        steps=spec.get("full_steps", steps) if full else steps,
         batch_size=spec.get("batch_size", 16),
-        learning_rate=spec.get(lr_key, lr),
+        learning_rate=spec.get("full_lr" if full else "lr", lr),
         max_length=spec.get("max_length", 128),
         seed=seed,
     )
@@ -122,7 +125,7 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
         train, tests = load_task(task, spec)
         src = spec.get("source", "en")
         labels = D.label_list(train) if task == "ner" else None
-        for seed in seeds:
+        for seed in spec.get("seeds", seeds):
             for system in spec.get("systems", systems):
                 if (task, system, seed) in done:
                     continue
@@ -195,8 +198,8 @@ def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, syste
         model = AdapterModel.from_pretrained(backbone)
         if tgt is not None:  # MLM-TRG: adapt the whole model to the target language first
             texts = _texts(cfg, tgt)
-            train_mlm_full(model, tokenizer, texts, _train_config(cfg.get("lang_adapter", {}), 0, 2e-5, "full_lr"))
-        result = train_full(model, tokenizer, task, train, task, labels, _train_config(spec, seed, 3e-5, "full_lr"))
+            train_mlm_full(model, tokenizer, texts, _train_config(cfg.get("lang_adapter", {}), 0, 2e-5, full=True))
+        result = train_full(model, tokenizer, task, train, task, labels, _train_config(spec, seed, 3e-5, full=True))
         for t, examples in tests.items():
             if tgt is None or t == tgt:
                 rows += _score(model, tokenizer, task, examples, None, task, t, spec.get("source", "en"), system, seed)
@@ -217,7 +220,7 @@ def _score(model, tokenizer, task, examples, stack, head, tgt, src, system, seed
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and spread over seeds for every (system, source, target, task, metric)."""
+    """Mean and sample standard deviation over seeds for every (system, source, target, task, metric)."""
     groups: dict[tuple, list[float]] = {}
     for r in rows:
         groups.setdefault((r["system"], r["source"], r["target"], r["task"], r["metric"]), []).append(r["value"])
@@ -229,7 +232,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             "task": k[3],
             "metric": k[4],
             "mean": round(statistics.fmean(v), 4),
-            "std": round(statistics.pstdev(v), 4),
+            "std": round(statistics.stdev(v), 4) if len(v) > 1 else 0.0,  # sample std over seeds
             "n": len(v),
         }
         for k, v in sorted(groups.items())

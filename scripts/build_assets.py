@@ -3,11 +3,11 @@
     MADX_DATA_DIR=../shared/data python -m scripts.build_assets [--skip-transfer]
 
 1. the MLM head of the offline backbone comes from `python -m scripts.fit_mlm_head` (run it first if it is missing);
-2. the NER and QA transfer runs (configs/transfer_ner.json, configs/transfer_qa.json) train the language adapters,
-   the task adapters and the baselines, and score them (runs/transfer-*/results.json);
+2. one transfer run (configs/transfer.json: QA, then NER with three seeds) trains the language adapters, the task
+   adapters and the baselines, and scores them (runs/transfer/results.json; a run that was cut off resumes);
 3. language adapters for the low-resource UDHR languages of the demo (qu, mi) are trained the same way;
 4. the adapters are copied into assets/adapters/{lang,lang_noinv,task}/ (fp16, AdapterHub format), the results of
-   both runs are merged into assets/results.json and .csv, and the README's results table is regenerated.
+   the run are copied into assets/results.json and .csv, and the README's results table is regenerated.
 """
 
 from __future__ import annotations
@@ -59,35 +59,49 @@ def train_demo_languages(lang_spec: dict) -> None:
         model.save_adapter(out, lang, with_head=False, dtype=torch.float16)
 
 
+def text_stats(cfg: dict) -> None:
+    """How much unlabelled text each language adapter had (lines, sub-word tokens) and how much of it training saw."""
+    from madx_core.backbones import load_tokenizer
+    from madx_core.transfer import _texts
+
+    tokenizer = load_tokenizer(cfg["backbone"])
+    data = os.environ["MADX_DATA_DIR"]
+    sources = {**cfg["texts"], **{lang: [f"$MADX_DATA_DIR/text/udhr/{lang}.txt"] for lang in DEMO_LANGS}}
+    spec = cfg["lang_adapter"]
+    stats = {}
+    for lang, files in sources.items():
+        texts = _texts({"texts": sources}, lang)
+        tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+        stats[lang] = {
+            "lines": len(texts),
+            "tokens": tokens,
+            "sources": [Path(os.path.expandvars(f).replace(data, "data")).as_posix() for f in files],
+            "sequences_seen": spec["steps"] * spec["batch_size"],
+        }
+    atomic_write_text(ASSETS / "text_stats.json", json.dumps(stats, indent=1))
+
+
 def copy_adapters() -> None:
     shutil.rmtree(ASSETS / "adapters", ignore_errors=True)
-    for run in ("transfer-ner", "transfer-qa"):
-        for sub in ("lang", "lang_noinv"):
-            for d in sorted((RUNS / run / "adapters" / sub).glob("*/")):
-                target = ASSETS / "adapters" / sub / d.name
-                if not target.exists():
-                    shutil.copytree(d, target)
+    for sub in ("lang", "lang_noinv"):
+        for d in sorted((RUNS / "transfer" / "adapters" / sub).glob("*/")):
+            shutil.copytree(d, ASSETS / "adapters" / sub / d.name)
     for d in sorted((RUNS / "demo" / "lang").glob("*/")):
         shutil.copytree(d, ASSETS / "adapters" / "lang" / d.name)
     # The task adapters of MAD-X (seed 1) are the app's defaults; the -INV one goes with lang_noinv.
     for name, source in (
-        ("ner", "transfer-ner/adapters/task/ner-madx-s1"),
-        ("ner_noinv", "transfer-ner/adapters/task/ner-madx-inv-s1"),
-        ("qa", "transfer-qa/adapters/task/qa-madx-s1"),
+        ("ner", "transfer/adapters/task/ner-madx-s1"),
+        ("ner_noinv", "transfer/adapters/task/ner-madx-inv-s1"),
+        ("qa", "transfer/adapters/task/qa-madx-s1"),
     ):
         if (RUNS / source).is_dir():
             shutil.copytree(RUNS / source, ASSETS / "adapters" / "task" / name)
 
 
-def merge_results() -> None:
-    rows, configs = [], {}
-    for run in ("transfer-ner", "transfer-qa"):
-        f = RUNS / run / "results.json"
-        if f.is_file():
-            r = json.loads(f.read_text())
-            rows += r["rows"]
-            configs[run] = r["meta"]["config"]
-    _write_results(ASSETS, rows, {"runs": configs, "generated": time.strftime("%Y-%m-%d")})
+def copy_results() -> None:
+    run = json.loads((RUNS / "transfer" / "results.json").read_text())
+    rows = run["rows"]
+    _write_results(ASSETS, rows, {"config": run["meta"]["config"], "generated": time.strftime("%Y-%m-%d")})
     atomic_write_text(ASSETS / "results_summary.json", json.dumps(summarise(rows), indent=2))
 
 
@@ -97,12 +111,12 @@ def main() -> None:
     args = p.parse_args()
     started = time.perf_counter()
     if not args.skip_transfer:
-        for name in ("ner", "qa"):
-            run_transfer(REPO / "configs" / f"transfer_{name}.json", RUNS / f"transfer-{name}")
-    lang_spec = json.loads((REPO / "configs" / "transfer_ner.json").read_text())["lang_adapter"]
+        run_transfer(REPO / "configs" / "transfer.json", RUNS / "transfer")
+    lang_spec = json.loads((REPO / "configs" / "transfer.json").read_text())["lang_adapter"]
     train_demo_languages(lang_spec)
     copy_adapters()
-    merge_results()
+    copy_results()
+    text_stats(json.loads((REPO / "configs" / "transfer.json").read_text()))
     from scripts.results_table import main as write_table
 
     sys.argv = sys.argv[:1]  # the table script reads its own arguments

@@ -48,12 +48,29 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def text_table(stats: dict) -> str:
+    """The unlabelled text each language adapter had, and how much of it its training steps covered."""
+    lines = [
+        "**Unlabelled text per language adapter** (sub-word tokens of the backbone's tokenizer; sequences seen = steps "
+        "x batch, each at most 128 tokens)\n",
+        "| language | lines | tokens | sequences seen | sources |",
+        "|---|---|---|---|---|",
+    ]
+    for lang, s in stats.items():
+        sources = ", ".join(f.removeprefix("data/") for f in s["sources"])
+        lines.append(f"| {lang} | {s['lines']:,} | {s['tokens']:,} | {s['sequences_seen']:,} | {sources} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--results", default=str(REPO / "assets" / "results.json"))
     p.add_argument("--print", action="store_true")
     args = p.parse_args()
     text = table(json.loads(Path(args.results).read_text()))
+    stats = Path(args.results).with_name("text_stats.json")
+    if stats.is_file():
+        text += "\n" + text_table(json.loads(stats.read_text()))
     if args.print:
         print(text)
         return
