@@ -66,3 +66,12 @@ def test_transfer_matrix_writes_results(tmp_path, data_dir):
     assert lang["config"]["inv_adapter"] == "nice"
     assert (out / "adapters" / "lang_noinv" / "en" / "adapter.safetensors").is_file()
     assert (out / "adapters" / "task" / "ner-madx-s1" / "head_config.json").is_file()
+
+    # A run that was cut off resumes: finished (task, system, seed) groups are kept, the missing one is redone.
+    kept = [r for r in results["rows"] if (r["system"], r["seed"]) != ("madx", 2)]
+    results["rows"] = kept
+    (out / "results.json").write_text(json.dumps(results))
+    summary = run_transfer(tmp_path / "cfg.json", out)
+    again = json.loads((out / "results.json").read_text())["rows"]
+    assert summary["rows"] == 10 and again[:9] == kept
+    assert (again[9]["system"], again[9]["seed"]) == ("madx", 2)
