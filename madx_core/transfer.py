@@ -34,6 +34,7 @@ from .model import AdapterModel
 from .training import TrainConfig, train_full, train_language_adapter, train_mlm_full, train_task_adapter
 
 SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx")
+DEFAULT_SYSTEMS = ["baseline", "madx-lad", "madx-inv", "madx"]  # MLM-TRG only on request: a full model per target
 
 
 def _path(p: str) -> str:
@@ -80,7 +81,7 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
     cfg = json.loads(Path(config_path).read_text())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    systems = cfg.get("systems", ["baseline", "madx-lad", "madx-inv", "madx"])
+    systems = cfg.get("systems", DEFAULT_SYSTEMS)
     unknown = sorted({s for t in cfg["tasks"].values() for s in t.get("systems", [])}.union(systems) - set(SYSTEMS))
     if unknown:
         raise ValueError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
@@ -160,12 +161,31 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
 
 
 def _finished_rows(out: Path, cfg: dict) -> list[dict]:
-    """Rows of an earlier run of the same config in `out` (complete (task, system, seed) groups only)."""
+    """Rows an earlier run in `out` finished that this config would compute the same way.
+
+    A task's rows are kept when everything they depend on is unchanged: the backbone, the language adapters' text and
+    settings, and the task's own spec; and only for the systems and seeds this config still asks for.
+    """
     f = out / "results.json"
     if not f.is_file():
         return []
     previous = json.loads(f.read_text())
-    return previous["rows"] if previous.get("meta", {}).get("config") == cfg else []
+    before = previous.get("meta", {}).get("config", {})
+
+    def same(task: str) -> bool:
+        keys = ("backbone", "texts", "lang_adapter", "lang_adapter_dirs", "lang_adapter_dirs_noinv")
+        return (
+            task in before.get("tasks", {})
+            and all(before.get(k) == cfg.get(k) for k in keys)
+            and before["tasks"][task] == cfg["tasks"][task]
+        )
+
+    def wanted(r: dict) -> bool:
+        spec = cfg["tasks"][r["task"]]
+        systems = spec.get("systems", cfg.get("systems", DEFAULT_SYSTEMS))
+        return r["system"] in systems and r["seed"] in spec.get("seeds", cfg.get("seeds", [1]))
+
+    return [r for r in previous["rows"] if r["task"] in cfg["tasks"] and same(r["task"]) and wanted(r)]
 
 
 def _texts(cfg: dict, lang: str) -> list[str]:
