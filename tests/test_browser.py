@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -70,11 +69,9 @@ def test_ner_tabs_and_chart_in_chromium(app_url):
             box = page.locator("#ner-text textarea")
             expect(box).to_be_visible(timeout=30_000)
             box.fill(text)
-            started = time.perf_counter()
             page.locator("#ner-run").click()
             # The highlighted output shows the whole text once the answer arrives.
             expect(page.locator("#ner-out")).to_contain_text("Geneva", timeout=60_000)
-            assert time.perf_counter() - started < 60
             expect(page.get_by_text("Parameter budget")).to_be_visible(timeout=30_000)  # the stack diagram
             _shot(page, "explore")
 
