@@ -101,7 +101,7 @@ def copy_adapters() -> None:
 def copy_results() -> None:
     run = json.loads((RUNS / "transfer" / "results.json").read_text())
     rows = run["rows"]
-    _write_results(ASSETS, rows, {"config": run["meta"]["config"], "generated": time.strftime("%Y-%m-%d")})
+    _write_results(ASSETS, rows, run["meta"]["config"])  # the run's own config, so a reader can rerun it
     atomic_write_text(ASSETS / "results_summary.json", json.dumps(summarise(rows), indent=2))
 
 

@@ -22,11 +22,25 @@ def test_assets_are_small_fp16_adapterhub_dirs():
     size = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
     assert size < 60 * 2**20
     dirs = [d for d in (ASSETS / "adapters").glob("*/*") if d.is_dir()]
-    assert {"en", "sw", "ha", "pcm", "qu", "mi"} <= {d.name for d in dirs}
+    assert {"en", "sw", "ha", "pcm", "de", "ar", "zh", "es", "qu", "mi"} <= {d.name for d in dirs}
     for d in dirs:
         assert (d / "adapter_config.json").is_file()
         with safe_open(str(d / "adapter.safetensors"), framework="pt") as f:
             assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+
+
+def test_shipped_results_cover_the_transfer_matrix():
+    """Three seeds of every NER system on sw/ha/pcm, QA F1 and EM on de/ar/zh/es, from one config."""
+    results = json.loads((ASSETS / "results.json").read_text())
+    rows = results["rows"]
+    for system in ("baseline", "madx-lad", "madx-inv", "madx"):
+        for target in ("sw", "ha", "pcm"):
+            seeds = {r["seed"] for r in rows if (r["system"], r["target"], r["task"]) == (system, target, "ner")}
+            assert len(seeds) >= 3, (system, target)
+    for metric in ("f1", "em"):
+        langs = {r["target"] for r in rows if r["task"] == "qa" and r["system"] == "madx" and r["metric"] == metric}
+        assert {"de", "ar", "zh", "es"} <= langs
+    assert set(results["meta"]["config"]["tasks"]) == {"ner", "qa"}
 
 
 def test_shipped_results_reproduce_exactly(data_dir):
