@@ -42,7 +42,7 @@ def _path(p: str) -> str:
 
 
 def _train_config(spec: dict, seed: int, lr: float, full: bool = False) -> TrainConfig:
-    """Settings of a spec; with `full`, its full_steps / full_lr (full fine-tuning needs fewer, smaller steps)."""
+    """Settings of a spec; with `full`, its full_steps / full_lr (full fine-tuning has its own budget and rate)."""
     steps = spec.get("steps", 500)
     return TrainConfig(
         steps=spec.get("full_steps", steps) if full else steps,
