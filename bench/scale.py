@@ -22,41 +22,10 @@ from pathlib import Path
 
 import torch
 
-from bench.common import emit, in_fresh_process, parser, timed
+from bench.common import emit, in_fresh_process, parser, peak_rss_since_reset_mb, reset_peak_rss, rss_mb, timed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
-
-
-def _rss_mb() -> float:
-    """Current resident set size (Linux /proc; falls back to the peak elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process, so that loading the model does not count (Linux)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mb() -> float | None:
-    """Peak resident set since the last _reset_peak (VmHWM), in MB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def point(backbone: str, mode: str, batch: int, length: int, repeats: int, threads: int, device: str) -> dict:
@@ -76,9 +45,9 @@ def point(backbone: str, mode: str, batch: int, length: int, repeats: int, threa
     import gc
 
     gc.collect()
-    loaded_rss = _rss_mb()
+    loaded_rss = rss_mb()
     load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # reading the checkpoint included
-    reset = _reset_peak()
+    reset = reset_peak_rss()
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -111,7 +80,7 @@ def point(backbone: str, mode: str, batch: int, length: int, repeats: int, threa
         "iqr_s": t["iqr_s"],
         "min_s": t["min_s"],
         "loaded_rss_mb": loaded_rss,
-        "run_peak_rss_mb": _peak_mb() if reset else None,
+        "run_peak_rss_mb": peak_rss_since_reset_mb() if reset else None,
         "load_peak_rss_mb": load_peak,
         "trainable": trainable,
     }

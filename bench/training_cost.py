@@ -34,11 +34,11 @@ def _batch(model, batch: int, length: int, device: str):
 def task_step_timing(backbone: str, mode: str, batch: int, length: int, steps: int, threads: int, device: str) -> dict:
     """Runs in a fresh process: `steps` optimiser steps of task-adapter training or full fine-tuning."""
     import madx_core as mx
-    from bench.scale import _peak_mb, _reset_peak
+    from bench.common import peak_rss_since_reset_mb, reset_peak_rss
 
     torch.set_num_threads(threads)
     model = _model(backbone, device)
-    reset = _reset_peak()  # so that the training peak does not include the transient peak of loading the checkpoint
+    reset = reset_peak_rss()  # so that the training peak does not include the transient peak of loading the checkpoint
     if mode == "adapter":
         model.set_trainable(adapters=["ner"], heads=["ner"])
         stack = mx.Stack("en", "ner")
@@ -58,7 +58,7 @@ def task_step_timing(backbone: str, mode: str, batch: int, length: int, steps: i
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
     times = sorted(times[1:])
-    train_peak = _peak_mb() if reset else None
+    train_peak = peak_rss_since_reset_mb() if reset else None
     return {
         "median_step_s": times[len(times) // 2],
         "trainable": sum(p.numel() for p in params),
