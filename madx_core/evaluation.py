@@ -32,10 +32,11 @@ def feature_logits(
     out: list[torch.Tensor | None] = [None] * len(features)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        b = pad_batch([features[i] for i in idx], tokenizer.pad_token_id, ("input_ids", "attention_mask"))
-        logits = model(b["input_ids"], b["attention_mask"], adapters=adapters, head=head).logits
+        keys = ("input_ids", "attention_mask")
+        b = pad_batch([features[i] for i in idx], tokenizer.pad_token_id, keys, model.device)
+        logits = model(b["input_ids"], b["attention_mask"], adapters=adapters, head=head).logits.float().cpu()
         for row, i in enumerate(idx):
-            out[i] = logits[row, : len(features[i]["input_ids"])].float()
+            out[i] = logits[row, : len(features[i]["input_ids"])]
     return out
 
 

@@ -120,6 +120,10 @@ class AdapterModel(nn.Module):
         return self.backbone.embeddings.word_embeddings
 
     @property
+    def device(self) -> torch.device:
+        return self.word_embeddings.weight.device
+
+    @property
     def max_tokens(self) -> int:
         """The longest input the position embeddings allow (XLM-R reserves padding_idx + 1 positions)."""
         reserved = self.config.pad_token_id + 1 if self.config.model_type == "xlm-roberta" else 0

@@ -15,10 +15,11 @@ directory atomically (it appears whole at the end, or not at all).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class TrainConfig:
     time_limit_s: float | None = None  # stop early, keeping what was learnt, when this wall-clock budget is spent
     group_by_length: bool = True  # batch examples of similar length together: far less padding to compute
     log_every: int = 5
+    device: str = "auto"  # auto | cpu | cuda: where the model is trained (auto: cuda when available)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the forward pass; weights and optimiser stay fp32
 
 
 @dataclass
@@ -70,11 +73,37 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' is the GPU when there is one, else the CPU; 'cuda' without a GPU is an error, not a silent fallback."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU on this machine")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """Mixed precision for the forward pass (bf16 or fp16); fp32 runs as it is."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        yield
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The loop
 
 
-def pad_batch(features: list[dict], pad_id: int, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def pad_batch(
+    features: list[dict], pad_id: int, keys: tuple[str, ...], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
     """Pad a list of tokenised features to the longest one (dynamic padding keeps short NER batches cheap)."""
     length = max(len(f["input_ids"]) for f in features)
     batch = {}
@@ -84,7 +113,7 @@ def pad_batch(features: list[dict], pad_id: int, keys: tuple[str, ...]) -> dict[
             batch[key] = torch.tensor([f[key] for f in features])
         else:
             batch[key] = torch.tensor([list(f[key]) + [fill] * (length - len(f[key])) for f in features])
-    return batch
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def epoch_batches(features: list[dict], batch_size: int, generator: torch.Generator, group: bool) -> list[list[int]]:
@@ -119,6 +148,8 @@ def run_training(
     if not features:
         raise ValueError("no training examples")
     generator = seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
@@ -130,6 +161,8 @@ def run_training(
         optimizer,
         lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)),
     )
+    # fp16 needs its gradients scaled so that small ones do not underflow; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     model.train()
     result = TrainResult(steps=0, seconds=0.0, trainable_parameters=sum(p.numel() for p in params))
     result.total_parameters = sum(p.numel() for p in model.parameters())
@@ -140,10 +173,13 @@ def run_training(
                 raise Cancelled(f"cancelled at step {step} of {total}")
             if not batches:  # a new epoch: reshuffle
                 batches = epoch_batches(features, config.batch_size, generator, config.group_by_length)
-            loss = step_fn([features[i] for i in batches.pop()])
-            loss.backward()
+            with autocast(device, config.precision):
+                loss = step_fn([features[i] for i in batches.pop()])
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             result.steps, result.seconds = step + 1, time.perf_counter() - start
@@ -184,13 +220,17 @@ def mlm_step_fn(model: AdapterModel, tokenizer, adapters: Stack | None, generato
     """A loss function for MLM batches; logits are computed only at the masked positions (see model.forward)."""
 
     def step(batch: list[dict]) -> torch.Tensor:
+        # Masks are drawn on the CPU from the run's generator, so a seed gives the same masks on every device.
         b = pad_batch(batch, tokenizer.pad_token_id, ("input_ids", "special_tokens_mask"))
         attention_mask = (b["input_ids"] != tokenizer.pad_token_id).long()
         special = b["special_tokens_mask"].bool() | ~attention_mask.bool()
         inputs, labels = D.mask_tokens(
             b["input_ids"], special, tokenizer.mask_token_id, len(tokenizer), generator=generator
         )
-        return model(inputs, attention_mask, adapters=adapters, head=MLM_HEAD, labels=labels).loss
+        device = model.device
+        return model(
+            inputs.to(device), attention_mask.to(device), adapters=adapters, head=MLM_HEAD, labels=labels.to(device)
+        ).loss
 
     return step
 
@@ -258,18 +298,20 @@ def task_features(task: str, tokenizer, examples: list, labels: list[str] | None
     raise ValueError(f"unknown task {task!r}; use 'ner' or 'qa'")
 
 
-def task_step_fn(model: AdapterModel, tokenizer, task: str, adapters: Stack | None, head: str):
+def task_step_fn(model: AdapterModel, tokenizer, task: str, adapters: Stack | Callable[[], Stack] | None, head: str):
+    """A loss function for task batches; `adapters` may be a callable that picks the stack for each batch."""
+
     def step(batch: list[dict]) -> torch.Tensor:
+        stack = adapters() if callable(adapters) else adapters
         if task == "ner":
-            b = pad_batch(batch, tokenizer.pad_token_id, ("input_ids", "attention_mask", "labels"))
-            return model(b["input_ids"], b["attention_mask"], adapters=adapters, head=head, labels=b["labels"]).loss
-        b = pad_batch(
-            batch, tokenizer.pad_token_id, ("input_ids", "attention_mask", "start_positions", "end_positions")
-        )
+            b = pad_batch(batch, tokenizer.pad_token_id, ("input_ids", "attention_mask", "labels"), model.device)
+            return model(b["input_ids"], b["attention_mask"], adapters=stack, head=head, labels=b["labels"]).loss
+        keys = ("input_ids", "attention_mask", "start_positions", "end_positions")
+        b = pad_batch(batch, tokenizer.pad_token_id, keys, model.device)
         out = model(
             b["input_ids"],
             b["attention_mask"],
-            adapters=adapters,
+            adapters=stack,
             head=head,
             start_positions=b["start_positions"],
             end_positions=b["end_positions"],
@@ -292,7 +334,7 @@ def train_task_adapter(
     task: str,
     examples: list,
     name: str,
-    lang_adapter: str | None = None,
+    lang_adapter: str | list[str] | None = None,
     labels: list[str] | None = None,
     adapter_config: AdapterConfig | None = None,
     config: TrainConfig | None = None,
@@ -302,10 +344,14 @@ def train_task_adapter(
 ) -> TrainResult:
     """Train task adapter `name` (+ its head) stacked on the frozen language adapter `lang_adapter` (MAD-X).
 
-    With lang_adapter=None this is the MAD-X -LAD ablation: the task adapter alone on the backbone.
+    With lang_adapter=None this is the MAD-X -LAD ablation: the task adapter alone on the backbone. With a list of
+    language adapters, each batch is stacked on one of them drawn at random: a variant beyond the paper, in which the
+    task adapter learns to read the output of several language adapters instead of the source language's alone.
     """
-    if lang_adapter is not None and lang_adapter not in model.adapters:
-        raise ValueError(f"language adapter {lang_adapter!r} is not loaded")
+    pool = [lang_adapter] if isinstance(lang_adapter, str) else list(lang_adapter or [])
+    for la in pool:
+        if la not in model.adapters:
+            raise ValueError(f"language adapter {la!r} is not loaded")
     config = config or TrainConfig(learning_rate=5e-4)
     labels = labels or (D.label_list(examples) if task == "ner" else None)
     features = task_features(task, tokenizer, examples, labels, min(config.max_length, model.max_tokens))
@@ -313,7 +359,11 @@ def train_task_adapter(
     model.add_adapter(name, adapter_config or AdapterConfig(reduction_factor=16), overwrite=True)
     add_task_head(model, task, name, labels)
     model.set_trainable(adapters=[name], heads=[name])
-    stack = Stack(lang_adapter, name) if lang_adapter else Stack(name)
+    if len(pool) > 1:
+        draw = random.Random(config.seed + 2)
+        stack = lambda: Stack(draw.choice(pool), name)  # noqa: E731 - one stack per batch
+    else:
+        stack = Stack(pool[0], name) if pool else Stack(name)
     try:
         result = run_training(
             model, features, task_step_fn(model, tokenizer, task, stack, name), config, progress, should_stop

@@ -5,10 +5,16 @@
     madx-lad   a task adapter without language adapters
     madx-inv   language adapters without invertible adapters + task adapter
     madx       language adapters with NICE invertible adapters + task adapter; swap in the target's at test time
+    madx-src   (scored with madx's task adapters, no training of its own) the source language's adapter kept at
+               test time: what swapping in the target's adapter is measured against
 
 A config (JSON) names the backbone, seeds, text per language, tasks with their train/test files, and the systems;
-a task may name its own "systems" and "seeds", and "full_steps" / "full_lr" for the full fine-tuning baselines.
-Paths may use $MADX_DATA_DIR. Results are written to results.json and results.csv, one row per (system, source,
+a task may name its own "systems" and "seeds", "epochs" or "steps", and "full_epochs" / "full_steps" / "full_lr" for
+the full fine-tuning baselines. A task's "sources" ({lang: train file}) add more source languages (with
+"source_systems" and "source_seeds"), which fills a source x target matrix. "extra_languages" get language adapters
+too (for the demo), "system_seeds" ({system: seeds}) lets a costly system run fewer seeds, and "device" /
+"precision" say where and how everything is trained. Paths may use $MADX_DATA_DIR.
+Results are written to results.json and results.csv, one row per (system, source,
 target, task, metric, seed), after every finished (task, system, seed); a run of the same config into the same
 folder skips what is already there, so a run that was cut off resumes.
 """
@@ -33,7 +39,7 @@ from .evaluation import evaluate_ner, evaluate_qa
 from .model import AdapterModel
 from .training import TrainConfig, train_full, train_language_adapter, train_mlm_full, train_task_adapter
 
-SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx")
+SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx", "madx-src")
 DEFAULT_SYSTEMS = ["baseline", "madx-lad", "madx-inv", "madx"]  # MLM-TRG only on request: a full model per target
 
 
@@ -41,36 +47,39 @@ def _path(p: str) -> str:
     return os.path.expandvars(os.path.expanduser(p))
 
 
-def _train_config(spec: dict, seed: int, lr: float, full: bool = False) -> TrainConfig:
-    """Settings of a spec; with `full`, its full_steps / full_lr (full fine-tuning has its own budget and rate)."""
-    steps = spec.get("steps", 500)
+def _train_config(spec: dict, seed: int, lr: float, run: dict, full: bool = False) -> TrainConfig:
+    """Settings of a spec; with `full`, its full_* budget and rate (full fine-tuning has its own)."""
+    prefix = "full_" if full else ""
     return TrainConfig(
-        steps=spec.get("full_steps", steps) if full else steps,
+        steps=spec.get(prefix + "steps", spec.get("steps", 500)),
+        epochs=spec.get(prefix + "epochs", None if full else spec.get("epochs")),
         batch_size=spec.get("batch_size", 16),
         learning_rate=spec.get("full_lr" if full else "lr", lr),
+        warmup_ratio=spec.get("warmup_ratio", 0.05),
         max_length=spec.get("max_length", 128),
         seed=seed,
+        device=run.get("device", "auto"),
+        precision=run.get("precision", "fp32"),
     )
 
 
-def load_task(task: str, spec: dict) -> tuple[list, dict[str, list]]:
+def load_task(task: str, spec: dict, train_file: str | None = None) -> tuple[list, dict[str, list]]:
     """Training examples and test examples per target language, as the config describes them."""
     keep = set(spec.get("keep_labels", ["PER", "LOC", "ORG"]))
+    train_file = train_file or spec["train"]
     if task == "ner":
 
         def read(p):
             return D.restrict_labels(D.load_ner(_path(p)), keep)
 
-        train = read(spec["train"])[: spec.get("max_train")]
+        train = read(train_file)[: spec.get("max_train")]
         return train, {lang: read(p) for lang, p in spec["targets"].items()}
-    # QA on XQuAD: parallel files, split by article index so no evaluated context is seen in training
-    split = spec.get("eval_fraction", 0.5)
-    train_all = D.load_squad(_path(spec["train"]))
-    train, _ = D.split_by_article(train_all, eval_fraction=split, seed=0)
-    tests = {}
-    for lang, p in spec["targets"].items():
-        _, held_out = D.split_by_article(D.load_squad(_path(p)), eval_fraction=split, seed=0)
-        tests[lang] = held_out
+    train = D.load_squad(_path(train_file))
+    tests = {lang: D.load_squad(_path(p)) for lang, p in spec["targets"].items()}
+    if "eval_fraction" in spec:  # XQuAD as training data: split by article so no evaluated context is trained on
+        split = spec["eval_fraction"]
+        train, _ = D.split_by_article(train, eval_fraction=split, seed=0)
+        tests = {lang: D.split_by_article(examples, eval_fraction=split, seed=0)[1] for lang, examples in tests.items()}
     return train, tests
 
 
@@ -90,7 +99,7 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
     base = AdapterModel.from_pretrained(backbone)
     tokenizer = load_tokenizer(backbone)
     rows = _finished_rows(out, cfg)  # a run that was cut off resumes where it stopped
-    done = {(r["task"], r["system"], r["seed"]) for r in rows}
+    done = {(r["task"], r["system"], r["seed"], r["source"]) for r in rows}
     started = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -99,8 +108,11 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
     # 1. Language adapters (trained once; the paper varies seeds for the task stage only).
     lang_spec = cfg.get("lang_adapter", {})
     for inv, suffix, system in (("nice", "", "madx"), (None, "_noinv", "madx-inv")):
-        tasks = [t for t in cfg["tasks"].values() if system in t.get("systems", systems)]
-        needed = {lang for t in tasks for lang in [t.get("source", "en"), *t["targets"]]}
+        needed = set(cfg.get("extra_languages", [])) if system == "madx" else set()
+        for spec in cfg["tasks"].values():
+            for src, systems_, _ in _sources(spec, systems, seeds):
+                if system in systems_:
+                    needed |= {src, *spec["targets"]}
         for lang in sorted(needed):
             name = lang + suffix
             given = cfg.get("lang_adapter_dirs" + suffix, {}).get(lang)
@@ -110,54 +122,80 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
                 continue
             texts = _texts(cfg, lang)
             log(f"language adapter {name}: {len(texts)} lines")
+            adapter_config = AdapterConfig(
+                reduction_factor=lang_spec.get("reduction_factor", 2),
+                inv_adapter=inv,
+                leave_out=lang_spec.get("leave_out", []),
+            )
             result = train_language_adapter(
-                base,
-                tokenizer,
-                texts,
-                name,
-                AdapterConfig(reduction_factor=2, inv_adapter=inv),
-                _train_config(lang_spec, 0, 1e-4),
+                base, tokenizer, texts, name, adapter_config, _train_config(lang_spec, 0, 1e-4, cfg)
             )
             _ship(base, name, target_dir, with_head=False)
             log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
 
-    # 2. Task training on the source, zero-shot evaluation on every target.
+    # 2. Task training on each source, zero-shot evaluation on every target.
     for task, spec in cfg["tasks"].items():
-        train, tests = load_task(task, spec)
-        src = spec.get("source", "en")
-        labels = D.label_list(train) if task == "ner" else None
-        for seed in spec.get("seeds", seeds):
-            for system in spec.get("systems", systems):
-                if (task, system, seed) in done:
-                    continue
-                log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
-                if system in ("baseline", "mlm-trg"):
-                    rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg)
+        for src, task_systems, task_seeds in _sources(spec, systems, seeds):
+            train_file = spec["train"] if src == spec.get("source", "en") else spec["sources"][src]
+            train, tests = load_task(task, spec, train_file)
+            labels = D.label_list(train) if task == "ner" else None
+            for seed in task_seeds:
+                for system in task_systems:
+                    if system == "madx-src" or (task, system, seed, src) in done:
+                        continue  # madx-src is scored together with madx
+                    if seed not in spec.get("system_seeds", {}).get(system, [seed]):
+                        continue  # a costly system may run fewer seeds
+                    log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
+                    if system in ("baseline", "mlm-trg"):
+                        rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src)
+                        _write_results(out, rows, cfg)
+                        continue
+                    rows += _run_adapters(
+                        base, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src, out
+                    )
                     _write_results(out, rows, cfg)
-                    continue
-                model_lang = {"madx": "", "madx-inv": "_noinv"}.get(system)
-                name = f"{task}-{system}-s{seed}"
-                result = train_task_adapter(
-                    base,
-                    tokenizer,
-                    task,
-                    train,
-                    name,
-                    None if model_lang is None else src + model_lang,
-                    labels,
-                    AdapterConfig(reduction_factor=spec.get("reduction_factor", 16)),
-                    _train_config(spec, seed, 5e-4),
-                )
-                _ship(base, name, out / "adapters" / "task" / name, with_head=True)
-                log(f"{name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
-                for tgt, examples in tests.items():
-                    stack = Stack(name) if model_lang is None else Stack(tgt + model_lang, name)
-                    rows += _score(base, tokenizer, task, examples, stack, name, tgt, src, system, seed)
-                    rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
-                base.delete_adapter(name)
-                _write_results(out, rows, cfg)
     _write_results(out, rows, cfg)
     return {"rows": len(rows), "out": str(out), "summary": summarise(rows)}
+
+
+def _sources(spec: dict, systems: list[str], seeds: list[int]) -> list[tuple[str, list[str], list[int]]]:
+    """(source language, systems, seeds) for a task: its main source, then any extra "sources"."""
+    main = (spec.get("source", "en"), spec.get("systems", systems), spec.get("seeds", seeds))
+    extra = [
+        (src, spec.get("source_systems", ["madx"]), spec.get("source_seeds", [1]))
+        for src in spec.get("sources", {})
+        if src != main[0]
+    ]
+    return [main, *extra]
+
+
+def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src, out) -> list[dict]:
+    """Train one task adapter (stacked on the source's language adapter, or on none for -LAD) and score it."""
+    model_lang = {"madx": "", "madx-inv": "_noinv"}.get(system)
+    name = f"{task}-{system}-s{seed}" + ("" if src == spec.get("source", "en") else f"-{src}")
+    result = train_task_adapter(
+        base,
+        tokenizer,
+        task,
+        train,
+        name,
+        None if model_lang is None else src + model_lang,
+        labels,
+        AdapterConfig(reduction_factor=spec.get("reduction_factor", 16)),
+        _train_config(spec, seed, 5e-4, cfg),
+    )
+    _ship(base, name, out / "adapters" / "task" / name, with_head=True)
+    print(f"{name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}", file=sys.stderr)
+    rows = []
+    # madx is also scored with the source's adapter kept (madx-src): the comparison that swapping is about.
+    variants = [(system, lambda tgt: tgt)] + ([("madx-src", lambda tgt: src)] if system == "madx" else [])
+    for scored_as, adapter_for in variants:
+        for tgt, examples in tests.items():
+            stack = Stack(name) if model_lang is None else Stack(adapter_for(tgt) + model_lang, name)
+            rows += _score(base, tokenizer, task, examples, stack, name, tgt, src, scored_as, seed)
+            rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
+    base.delete_adapter(name)
+    return rows
 
 
 def _finished_rows(out: Path, cfg: dict) -> list[dict]:
@@ -173,7 +211,7 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
     before = previous.get("meta", {}).get("config", {})
 
     def same(task: str) -> bool:
-        keys = ("backbone", "texts", "lang_adapter", "lang_adapter_dirs", "lang_adapter_dirs_noinv")
+        keys = ("backbone", "texts", "lang_adapter", "lang_adapter_dirs", "lang_adapter_dirs_noinv", "precision")
         return (
             task in before.get("tasks", {})
             and all(before.get(k) == cfg.get(k) for k in keys)
@@ -182,8 +220,11 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
 
     def wanted(r: dict) -> bool:
         spec = cfg["tasks"][r["task"]]
-        systems = spec.get("systems", cfg.get("systems", DEFAULT_SYSTEMS))
-        return r["system"] in systems and r["seed"] in spec.get("seeds", cfg.get("seeds", [1]))
+        for src, systems, seeds in _sources(spec, cfg.get("systems", DEFAULT_SYSTEMS), cfg.get("seeds", [1])):
+            if r["source"] == src:
+                seeds = spec.get("system_seeds", {}).get(r["system"], seeds)
+                return r["system"] in [*systems, "madx-src"] and r["seed"] in seeds
+        return False
 
     return [r for r in previous["rows"] if r["task"] in cfg["tasks"] and same(r["task"]) and wanted(r)]
 
@@ -210,21 +251,26 @@ def _ship(model: AdapterModel, name: str, directory: Path, with_head: bool) -> N
     model.load_adapter(directory, load_as=name, with_head=with_head)
 
 
-def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg) -> list[dict]:
+def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src) -> list[dict]:
     """Baselines that change the backbone itself, each on a fresh copy of it."""
     rows = []
-    targets = list(tests) if system == "mlm-trg" else [None]
+    targets = [t for t in tests if t != src] if system == "mlm-trg" else [None]
     for tgt in targets:
         model = AdapterModel.from_pretrained(backbone)
         if tgt is not None:  # MLM-TRG: adapt the whole model to the target language first
-            texts = _texts(cfg, tgt)
-            train_mlm_full(model, tokenizer, texts, _train_config(cfg.get("lang_adapter", {}), 0, 2e-5, full=True))
-        result = train_full(model, tokenizer, task, train, task, labels, _train_config(spec, seed, 3e-5, full=True))
+            # the language adapters' budget unless "mlm_trg" says otherwise; never their learning rate (2e-5 here)
+            mlm_spec = {k: v for k, v in cfg.get("lang_adapter", {}).items() if k != "lr"} | cfg.get("mlm_trg", {})
+            train_mlm_full(model, tokenizer, _texts(cfg, tgt), _train_config(mlm_spec, 0, 2e-5, cfg))
+        result = train_full(
+            model, tokenizer, task, train, task, labels, _train_config(spec, seed, 3e-5, cfg, full=True)
+        )
         for t, examples in tests.items():
             if tgt is None or t == tgt:
-                rows += _score(model, tokenizer, task, examples, None, task, t, spec.get("source", "en"), system, seed)
+                rows += _score(model, tokenizer, task, examples, None, task, t, src, system, seed)
                 rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
         del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return rows
 
 

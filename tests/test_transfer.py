@@ -53,14 +53,17 @@ def test_transfer_matrix_writes_results(tmp_path, data_dir):
     out = tmp_path / "out"
     summary = run_transfer(tmp_path / "cfg.json", out)
     results = json.loads((out / "results.json").read_text())
-    assert summary["rows"] == len(results["rows"]) == 5 * 2  # 5 systems x 2 seeds x 1 target x f1
-    assert {r["system"] for r in results["rows"]} == set(cfg["systems"])
+    # 5 systems + madx-src (madx's task adapter with the source adapter kept) x 2 seeds x 1 target x f1
+    assert summary["rows"] == len(results["rows"]) == 6 * 2
+    assert {r["system"] for r in results["rows"]} == {*cfg["systems"], "madx-src"}
+    by = {(r["system"], r["seed"]): r for r in results["rows"]}
+    assert by[("madx-src", 1)]["train_seconds"] == by[("madx", 1)]["train_seconds"]  # same adapter, no training
     assert all(0 <= r["value"] <= 1 and r["target"] == "sw" and r["examples"] == 15 for r in results["rows"])
     means = {(s["system"], s["metric"]): s for s in results["summary"]}
     assert means[("madx", "f1")]["n"] == 2
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["system", "source", "target", "task", "metric", "value", "seed"] and len(rows) == 10
+    assert list(rows[0]) == ["system", "source", "target", "task", "metric", "value", "seed"] and len(rows) == 12
     # the language adapters and task adapters are AdapterHub directories, stored in fp16
     lang = json.loads((out / "adapters" / "lang" / "sw" / "adapter_config.json").read_text())
     assert lang["config"]["inv_adapter"] == "nice"
@@ -68,10 +71,10 @@ def test_transfer_matrix_writes_results(tmp_path, data_dir):
     assert (out / "adapters" / "task" / "ner-madx-s1" / "head_config.json").is_file()
 
     # A run that was cut off resumes: finished (task, system, seed) groups are kept, the missing one is redone.
-    kept = [r for r in results["rows"] if (r["system"], r["seed"]) != ("madx", 2)]
+    kept = [r for r in results["rows"] if not (r["system"] in ("madx", "madx-src") and r["seed"] == 2)]
     results["rows"] = kept
     (out / "results.json").write_text(json.dumps(results))
     summary = run_transfer(tmp_path / "cfg.json", out)
     again = json.loads((out / "results.json").read_text())["rows"]
-    assert summary["rows"] == 10 and again[:9] == kept
-    assert (again[9]["system"], again[9]["seed"]) == ("madx", 2)
+    assert summary["rows"] == 12 and again[:10] == kept
+    assert {(r["system"], r["seed"]) for r in again[10:]} == {("madx", 2), ("madx-src", 2)}
