@@ -202,7 +202,8 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
     """Rows an earlier run in `out` finished that this config would compute the same way.
 
     A task's rows are kept when everything they depend on is unchanged: the backbone, the language adapters' text and
-    settings, and the task's own spec; and only for the systems and seeds this config still asks for.
+    settings, the precision, and the task's own settings; and only for the systems, seeds and sources this config
+    still asks for (so a config can ask for more seeds or systems, and the run adds only those).
     """
     f = out / "results.json"
     if not f.is_file():
@@ -210,12 +211,18 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
     previous = json.loads(f.read_text())
     before = previous.get("meta", {}).get("config", {})
 
+    # Keys that only choose which rows to compute; every other key of a task changes how its rows are computed.
+    selection = {"systems", "seeds", "system_seeds", "sources", "source_systems", "source_seeds"}
+
+    def spec(c: dict, task: str) -> dict:
+        return {k: v for k, v in c["tasks"][task].items() if k not in selection}
+
     def same(task: str) -> bool:
         keys = ("backbone", "texts", "lang_adapter", "lang_adapter_dirs", "lang_adapter_dirs_noinv", "precision")
         return (
             task in before.get("tasks", {})
             and all(before.get(k) == cfg.get(k) for k in keys)
-            and before["tasks"][task] == cfg["tasks"][task]
+            and spec(before, task) == spec(cfg, task)
         )
 
     def wanted(r: dict) -> bool:
@@ -281,7 +288,7 @@ def _score(model, tokenizer, task, examples, stack, head, tgt, src, system, seed
     else:
         scores, _ = evaluate_qa(model, tokenizer, examples, stack, head, lang=tgt)
         metrics = {"f1": scores["f1"], "em": scores["exact_match"]}
-    common = {"system": system, "source": src, "target": tgt, "task": task, "seed": seed}
+    common = {"system": system, "source": src, "target": tgt, "task": task, "seed": seed, "device": model.device.type}
     return [{**common, "metric": m, "value": round(float(v), 4), "examples": len(examples)} for m, v in metrics.items()]
 
 
