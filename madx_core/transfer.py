@@ -312,6 +312,60 @@ def summarise(rows: list[dict]) -> list[dict]:
     ]
 
 
+SYSTEM_NAMES = {
+    "baseline": "full fine-tuning",
+    "mlm-trg": "MLM-TRG",
+    "madx-lad": "MAD-X –LAD (no language adapter)",
+    "madx-inv": "MAD-X –INV",
+    "madx-src": "MAD-X, source adapter kept",
+    "madx": "MAD-X (target adapter swapped in)",
+}
+
+
+def zero_shot_means(summary: list[dict], task: str, metric: str = "f1") -> dict:
+    """Per system, the mean over the target languages other than the source (zero-shot), with its seed count."""
+    rows = [r for r in summary if r["task"] == task and r["metric"] == metric and r["target"] != r["source"]]
+    if not rows:
+        return {}
+    source = "en" if any(r["source"] == "en" for r in rows) else rows[0]["source"]
+    rows = [r for r in rows if r["source"] == source]
+    targets = sorted({r["target"] for r in rows})
+    means = {}
+    for system in SYSTEM_NAMES:
+        hits = [r for r in rows if r["system"] == system]
+        if {r["target"] for r in hits} == set(targets):
+            means[system] = {"mean": statistics.fmean(r["mean"] for r in hits), "n": min(r["n"] for r in hits)}
+    return {"source": source, "targets": targets, "systems": means}
+
+
+def reading(summary: list[dict]) -> list[str]:
+    """Plain sentences that say what the results show about swapping in the target language's adapter."""
+    lines = []
+    for task, metric, label, scale in (("ner", "f1", "NER entity F1", 100), ("qa", "f1", "QA F1", 1)):
+        z = zero_shot_means(summary, task, metric)
+        systems = z.get("systems", {})
+        if "madx" not in systems:
+            continue
+        n = min(v["n"] for v in systems.values())
+        figures = ", ".join(f"{SYSTEM_NAMES[k]} {v['mean'] * scale:.1f}" for k, v in systems.items())
+        others = {k: v["mean"] for k, v in systems.items() if k in ("madx-src", "madx-lad")}
+        best = max(others, key=others.get) if others else None
+        if best is None or systems["madx"]["mean"] > others[best]:
+            verdict = "swapping in the target language's adapter helps here"
+        else:
+            gap = (others[best] - systems["madx"]["mean"]) * scale
+            verdict = (
+                f"swapping in the target language's adapter does not help here: {SYSTEM_NAMES[best]} is "
+                f"{gap:.1f} points better"
+            )
+        seeds = f"{n} seed" + ("s" if n != 1 else "")
+        lines.append(
+            f"{label}, zero-shot from {z['source']} (mean over {', '.join(z['targets'])}; {seeds}): {figures}. "
+            f"So {verdict}."
+        )
+    return lines
+
+
 def _write_results(out: Path, rows: list[dict], cfg: dict) -> None:
     payload = {"meta": {"config": cfg}, "rows": rows, "summary": summarise(rows)}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2, ensure_ascii=False))

@@ -3,11 +3,14 @@
     MADX_DATA_DIR=../shared/data python -m scripts.build_assets [--skip-transfer]
 
 1. the MLM head of the offline backbone comes from `python -m scripts.fit_mlm_head` (run it first if it is missing);
-2. one transfer run (configs/transfer.json: QA, then NER with three seeds) trains the language adapters, the task
-   adapters and the baselines, and scores them (runs/transfer/results.json; a run that was cut off resumes);
-3. language adapters for the low-resource UDHR languages of the demo (qu, mi) are trained the same way;
-4. the adapters are copied into assets/adapters/{lang,lang_noinv,task}/ (fp16, AdapterHub format), the results of
+2. one transfer run (configs/transfer.json: QA, then NER) trains the language adapters (also for the low-resource
+   demo languages qu and mi, its "extra_languages"), the task adapters and the baselines, and scores them
+   (runs/transfer/results.json; a run that was cut off resumes, and what it has finished is what ships);
+3. the adapters are copied into assets/adapters/{lang,lang_noinv,task}/ (fp16, AdapterHub format), the results of
    the run are copied into assets/results.json and .csv, and the README's results table is regenerated.
+
+The run is meant for a GPU (`"device": "auto"` picks it): on a 2-core CPU its full-fine-tuning baselines alone take
+hours. `--skip-transfer` only copies what runs/transfer holds.
 """
 
 from __future__ import annotations
@@ -20,43 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from madx_core import data as D
-from madx_core.adapters import AdapterConfig
 from madx_core.data import atomic_write_text
 from madx_core.transfer import _write_results, run_transfer, summarise
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
 ASSETS = REPO / "assets"
-DEMO_LANGS = ("qu", "mi")  # low-resource languages of the paper with UDHR text
-
-
-def train_demo_languages(lang_spec: dict) -> None:
-    from madx_core.backbones import load_tokenizer
-    from madx_core.model import AdapterModel
-    from madx_core.training import TrainConfig, train_language_adapter
-
-    model = AdapterModel.from_pretrained("multilingual-e5-small")
-    tokenizer = load_tokenizer("multilingual-e5-small")
-    data = Path(os.environ["MADX_DATA_DIR"])
-    for lang in DEMO_LANGS:
-        out = RUNS / "demo" / "lang" / lang
-        if out.is_dir():
-            continue
-        texts = D.read_text(data / "text" / "udhr" / f"{lang}.txt")
-        config = TrainConfig(
-            steps=lang_spec["steps"],
-            batch_size=lang_spec["batch_size"],
-            max_length=lang_spec["max_length"],
-            learning_rate=lang_spec["lr"],
-            seed=0,
-        )
-        train_language_adapter(
-            model, tokenizer, texts, lang, AdapterConfig(reduction_factor=2, inv_adapter="nice"), config
-        )
-        model.save_adapter(out, lang, with_head=False, dtype=torch.float16)
 
 
 def text_stats(cfg: dict) -> None:
@@ -66,7 +38,7 @@ def text_stats(cfg: dict) -> None:
 
     tokenizer = load_tokenizer(cfg["backbone"])
     data = os.environ["MADX_DATA_DIR"]
-    sources = {**cfg["texts"], **{lang: [f"$MADX_DATA_DIR/text/udhr/{lang}.txt"] for lang in DEMO_LANGS}}
+    sources = cfg["texts"]
     spec = cfg["lang_adapter"]
     stats = {}
     for lang, files in sources.items():
@@ -86,13 +58,14 @@ def copy_adapters() -> None:
     for sub in ("lang", "lang_noinv"):
         for d in sorted((RUNS / "transfer" / "adapters" / sub).glob("*/")):
             shutil.copytree(d, ASSETS / "adapters" / sub / d.name)
-    for d in sorted((RUNS / "demo" / "lang").glob("*/")):
-        shutil.copytree(d, ASSETS / "adapters" / "lang" / d.name)
-    # The task adapters of MAD-X (seed 1) are the app's defaults; the -INV one goes with lang_noinv.
+    # The task adapters of seed 1 are the app's: MAD-X's (stacked on en), -LAD's (trained with no language adapter,
+    # what the app runs when "no language adapter" is chosen) and -INV's (goes with lang_noinv).
     for name, source in (
         ("ner", "transfer/adapters/task/ner-madx-s1"),
+        ("ner_lad", "transfer/adapters/task/ner-madx-lad-s1"),
         ("ner_noinv", "transfer/adapters/task/ner-madx-inv-s1"),
         ("qa", "transfer/adapters/task/qa-madx-s1"),
+        ("qa_lad", "transfer/adapters/task/qa-madx-lad-s1"),
     ):
         if (RUNS / source).is_dir():
             shutil.copytree(RUNS / source, ASSETS / "adapters" / "task" / name)
@@ -112,10 +85,10 @@ def main() -> None:
     started = time.perf_counter()
     if not args.skip_transfer:
         run_transfer(REPO / "configs" / "transfer.json", RUNS / "transfer")
-    lang_spec = json.loads((REPO / "configs" / "transfer.json").read_text())["lang_adapter"]
-    train_demo_languages(lang_spec)
     copy_adapters()
     copy_results()
+    if (RUNS / "study" / "study.json").is_file():  # the language-adapter study behind the README's table
+        shutil.copy(RUNS / "study" / "study.json", ASSETS / "study.json")
     text_stats(json.loads((REPO / "configs" / "transfer.json").read_text()))
     from scripts.results_table import main as write_table
 

@@ -10,27 +10,23 @@ import argparse
 import json
 from pathlib import Path
 
+from madx_core.transfer import SYSTEM_NAMES, reading
+
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- RESULTS:START -->", "<!-- RESULTS:END -->"
-SYSTEMS = [
-    ("baseline", "full fine-tuning"),
-    ("mlm-trg", "MLM-TRG"),
-    ("madx-lad", "MAD-X –LAD"),
-    ("madx-inv", "MAD-X –INV"),
-    ("madx", "MAD-X"),
-]
+SYSTEMS = list(SYSTEM_NAMES.items())
 
 
 def table(results: dict) -> str:
     summary = results["summary"]
     lines = []
     for task, metric, label in [("ner", "f1", "NER entity F1"), ("qa", "f1", "QA F1"), ("qa", "em", "QA EM")]:
-        rows = [r for r in summary if r["task"] == task and r["metric"] == metric]
+        rows = [r for r in summary if r["task"] == task and r["metric"] == metric and r["source"] == "en"]
         if not rows:
             continue
         targets = sorted({r["target"] for r in rows}, key=lambda t: (t != rows[0]["source"], t))
         scale = 100 if task == "ner" else 1
-        lines.append(f"**{label}** (source {rows[0]['source']}; mean ± std over seeds, n = seeds)\n")
+        lines.append(f"**{label}** (source {rows[0]['source']}; mean ± sample std over seeds where n > 1, n = seeds)\n")
         lines.append("| system | " + " | ".join(targets) + " |")
         lines.append("|---|" + "---|" * len(targets))
         for key, name in SYSTEMS:
@@ -39,13 +35,37 @@ def table(results: dict) -> str:
                 hit = [r for r in rows if r["system"] == key and r["target"] == t]
                 if hit:
                     r = hit[0]
-                    cells.append(f"{r['mean'] * scale:.1f} ± {r['std'] * scale:.1f} (n={r['n']})")
+                    spread = f" ± {r['std'] * scale:.1f}" if r["n"] > 1 else ""  # no spread from one run
+                    cells.append(f"{r['mean'] * scale:.1f}{spread} (n={r['n']})")
                 else:
                     cells.append("–")
             if any(c != "–" for c in cells):
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += matrix(summary)
+    lines += ["**What this shows** (generated from the results):\n", *[f"- {x}" for x in reading(summary)], ""]
     return "\n".join(lines)
+
+
+def matrix(summary: list[dict]) -> list[str]:
+    """NER F1 for every source x target pair (seed 1 task adapters), when more than one source was trained."""
+    rows = [r for r in summary if r["task"] == "ner" and r["metric"] == "f1"]
+    sources = sorted({r["source"] for r in rows}, key=lambda s: (s != "en", s))
+    if len(sources) < 2:
+        return []
+    targets = sorted({r["target"] for r in rows}, key=lambda t: (t != "en", t))
+    lines = []
+    for system in ("madx", "madx-lad"):
+        lines += [f"**NER F1, source (rows) x target (columns): {SYSTEM_NAMES[system]}**\n"]
+        lines += ["| source | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+        for src in sources:
+            cells = []
+            for t in targets:
+                hit = [r for r in rows if r["system"] == system and r["source"] == src and r["target"] == t]
+                cells.append(f"{hit[0]['mean'] * 100:.1f}" if hit else "–")
+            lines.append(f"| {src} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def text_table(stats: dict) -> str:
