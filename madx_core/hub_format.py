@@ -82,6 +82,24 @@ LIBRARY_DEFAULTS = {
 }
 
 
+# The keyword arguments each head class of the library takes (adapters/heads/base.py, language_modeling.py):
+# `add_prediction_head_from_config` passes every key of a head config to the class, so any other key breaks loading.
+LIBRARY_HEAD_KEYS = {
+    "tagging": {"num_labels", "layers", "activation_function", "label2id", "id2label", "dropout_prob"},
+    "question_answering": {"num_labels", "layers", "activation_function", "label2id", "id2label", "dropout_prob"},
+    "masked_lm": {
+        "vocab_size",
+        "embedding_size",
+        "layers",
+        "activation_function",
+        "layer_norm",
+        "bias",
+        "shift_labels",
+        "label2id",
+        "id2label",
+    },
+}
+
 # ----------------------------------------------------------------------------------------------------------
 # Configs
 
@@ -125,6 +143,12 @@ def parse_adapter_config(raw: dict | str) -> AdapterConfig:
 def library_config(config: AdapterConfig) -> dict:
     """The `config` dict the reference library writes for this adapter."""
     return {**LIBRARY_DEFAULTS, **config.to_dict()}
+
+
+def library_head_config(config: HeadConfig) -> dict:
+    """A head's `config` as the library's class for its type takes it (our own or foreign keys left out)."""
+    allowed = LIBRARY_HEAD_KEYS[config.head_type]
+    return {"head_type": config.head_type, **{k: v for k, v in config.to_dict().items() if k in allowed}}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -352,7 +376,7 @@ def _write_head(model, name: str, directory: Path, dtype: torch.dtype | None) ->
     state = head.state_dict()
     if head.config.head_type == "masked_lm":
         state.pop(f"{len(head) - 1}.weight")  # tied to the embeddings: not the head's own weight
-    meta = {"config": head.config.to_dict(), **_common_meta(model, name)}
+    meta = {"config": library_head_config(head.config), **_common_meta(model, name)}
     (directory / "head_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     save_file(
         _cast({f"heads.{name}.{k}": v for k, v in state.items()}, dtype),
