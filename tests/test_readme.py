@@ -127,3 +127,14 @@ def test_readme_python_example_runs_from_another_folder(installed, tmp_path):
     if labels is not None:
         assert labels and set(labels) <= {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}
     assert (tmp_path / "out" / "qu" / "adapter_config.json").is_file()
+
+
+def test_app_data_folder_defaults_to_shared_data_beside_the_clone(monkeypatch):
+    """Without MADX_DATA_DIR the app's "evaluate this stack" list reads ../shared/data, as the tests and .ci/run do."""
+    from app.scores import data_dir
+
+    monkeypatch.delenv("MADX_DATA_DIR", raising=False)
+    beside = REPO.parent / "shared" / "data"
+    assert data_dir() == (beside if beside.is_dir() else None)
+    monkeypatch.setenv("MADX_DATA_DIR", str(REPO / "tests"))
+    assert data_dir() == REPO / "tests"
