@@ -119,11 +119,14 @@ def hub(tmp_path_factory):
 
 def online(hub: HubServer, code_or_args: str | list[str], ok: bool = True, **env) -> subprocess.CompletedProcess:
     """Run Python code (a string) or `python -m madx_core ARGS` with the Hub reachable at the stand-in server."""
-    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    environ |= {"HF_ENDPOINT": hub.url, "HF_HOME": str(hub.root / "hf-home"), "HF_HUB_OFFLINE": "0"}
+    # Every cache in a folder of the test: the stand-ins are served under real repository ids, and must never land
+    # in the user's own caches. No token is sent, and no proxy stands between the client and 127.0.0.1.
+    dropped = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    environ = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and k not in dropped}
+    home = hub.root / "hf-home"
+    environ |= {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_XET_CACHE": str(home / "xet")}
+    environ |= {"HF_DATASETS_CACHE": str(home / "datasets"), "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
     environ |= {"MADX_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "127.0.0.1", **env}
-    environ.pop("HF_DATASETS_OFFLINE", None)
-    environ.pop("TRANSFORMERS_OFFLINE", None)
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else ["-m", "madx_core", *code_or_args]
     run = subprocess.run([sys.executable, *args], cwd=REPO, env=environ, capture_output=True, text=True, timeout=600)
     if ok:
