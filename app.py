@@ -14,6 +14,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from app import build_app, launch_kwargs  # noqa: E402
+from madx_core.backbones import backbone_origin  # noqa: E402
 
 
 def main() -> None:
@@ -21,7 +22,8 @@ def main() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # a free Space has 2 cores
     demo = build_app()
     state = demo.state
-    state.registry.model()  # load the default backbone now, so the first user does not wait for it
+    model, _ = state.registry.model()  # load the default backbone now, so the first user does not wait for it
+    print(f"backbone: {backbone_origin(model)}", flush=True)  # which weights every adapter is checked against
     print(f"MAD-X app ready in {time.perf_counter() - started:.1f} s", flush=True)
     demo.queue(max_size=64).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

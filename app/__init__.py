@@ -30,6 +30,12 @@ def _task_choices(state: AppState, task: str | None) -> list[tuple[str, str]]:
     return [(e.label(), e.name) for e in state.registry.task_adapters(task)]
 
 
+def _backbone_line(state: AppState) -> str:
+    from madx_core.backbones import backbone_origin
+
+    return f"**Backbone**: {backbone_origin(state.registry.model()[0])}"
+
+
 def build_app(
     state: AppState | None = None, assets: str | Path | None = None, work_dir: str | Path | None = None
 ) -> gr.Blocks:
@@ -42,6 +48,7 @@ def build_app(
             "train a task in English, swap the language adapter, and it works in another language "
             "([Pfeiffer et al., EMNLP 2020](https://aclanthology.org/2020.emnlp-main.617/))."
         )
+        backbone_line = gr.Markdown(elem_id="backbone-origin")  # which weights are loaded, and from where
         with gr.Tabs():
             with gr.Tab("Explore", id="explore"):
                 ex = explore.build(state)
@@ -90,6 +97,7 @@ def build_app(
             ex["show_stack"], [ex["backbone"], ex["lang"], ex["ner_task"]], ex["diagram"], api_visibility="private"
         )
         demo.load(sc["scores"], sc["chart_inputs"], sc["chart_outputs"], api_name="scores")
+        demo.load(lambda: _backbone_line(state), None, backbone_line, api_visibility="private")
     demo.state = state  # for tests and app.py: the shared registry, results and job runner
     return demo
 

@@ -209,7 +209,9 @@ TABLE_HEADERS = ["system", "source", "target", "mean", "std", "seeds", "trainabl
 
 
 def data_dir() -> Path | None:
-    path = Path(os.environ.get("MADX_DATA_DIR") or "/work/shared/data")
+    """MADX_DATA_DIR, else `../shared/data` beside the repository (where the tests and .ci/run find it)."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    path = Path(os.environ.get("MADX_DATA_DIR") or default)
     return path if path.is_dir() else None
 
 

