@@ -71,6 +71,24 @@ def copy_adapters() -> None:
             shutil.copytree(RUNS / source, ASSETS / "adapters" / "task" / name)
 
 
+def stamp_backbone(backbone: str) -> None:
+    """Record the backbone's public name and fingerprint in every shipped config that does not carry them yet.
+
+    Runs saved by code older than the fingerprint recorded a local cache folder as model_name; their adapters were
+    trained on this same backbone (the config names it), so its name and fingerprint are filled in here.
+    """
+    from madx_core.backbones import backbone_fingerprint, backbone_name
+    from madx_core.hub_format import FINGERPRINT_KEY
+    from madx_core.model import AdapterModel
+
+    model = AdapterModel.from_pretrained(backbone)
+    for f in sorted((ASSETS / "adapters").glob("*/*/*_config.json")):
+        meta = json.loads(f.read_text())
+        if FINGERPRINT_KEY not in meta:
+            meta.update({FINGERPRINT_KEY: backbone_fingerprint(model), "model_name": backbone_name(model)})
+            atomic_write_text(f, json.dumps(meta, indent=2, sort_keys=True))
+
+
 def copy_results() -> None:
     run = json.loads((RUNS / "transfer" / "results.json").read_text())
     rows = run["rows"]
@@ -86,6 +104,7 @@ def main() -> None:
     if not args.skip_transfer:
         run_transfer(REPO / "configs" / "transfer.json", RUNS / "transfer")
     copy_adapters()
+    stamp_backbone(json.loads((REPO / "configs" / "transfer.json").read_text())["backbone"])
     copy_results()
     if (RUNS / "study" / "study.json").is_file():  # the language-adapter study behind the README's table
         shutil.copy(RUNS / "study" / "study.json", ASSETS / "study.json")
