@@ -87,7 +87,13 @@ def _read_task_data(task: str, path: str) -> list:
 def _train_config(args):
     from .training import TrainConfig
 
-    config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_length=args.max_length)
+    config = TrainConfig(
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        device=args.device,
+        precision=args.precision,
+    )
     if getattr(args, "epochs", None):
         config.epochs = args.epochs
     if args.steps:
@@ -109,14 +115,14 @@ def cmd_info(args) -> dict:
 
 
 def cmd_train_lang(args) -> dict:
-    from .training import train_language_adapter
+    from .training import LANG_ADAPTER_LR, train_language_adapter
 
     texts = [line for path in args.text for line in D.load_texts(path)]
     model, tokenizer = _load(args.backbone)
     inv = None if args.inv == "none" else args.inv
     adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, inv_adapter=inv, non_linearity=args.act)
     config = _train_config(args)
-    config.learning_rate = args.lr or 1e-4
+    config.learning_rate = args.lr or LANG_ADAPTER_LR
     result = train_language_adapter(model, tokenizer, texts, args.lang, adapter_config, config, args.out, _progress)
     return {"out": args.out, "lang": args.lang, "lines": len(texts), **_summary(result)}
 
@@ -229,6 +235,7 @@ def cmd_transfer(args) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE
+    from .training import LANG_ADAPTER_STEPS
 
     parser = argparse.ArgumentParser(prog="python -m madx_core", description="MAD-X adapters on transformers 5")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lr", type=float, default=None)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+        p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
+        p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
 
     command("info", cmd_info, "describe a backbone: source, layers, sizes")
 
@@ -257,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inv", choices=["nice", "glow", "none"], default="nice")
     p.add_argument("--reduction-factor", type=float, default=2)
     p.add_argument("--act", default="relu")
-    training(p, steps=1000)
+    training(p, steps=LANG_ADAPTER_STEPS)
 
     for name, fn, what in [
         ("train-task", cmd_train_task, "train a task adapter stacked on a frozen language adapter"),

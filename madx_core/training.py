@@ -57,6 +57,11 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the forward pass; weights and optimiser stay fp32
 
 
+# The recipe of the shipped language adapters (configs/transfer.json) and the CLI's default for train-lang: 400 MLM
+# steps of 16 sequences of at most 128 tokens at learning rate 1e-4 (the paper's rate), rf 2 with NICE.
+LANG_ADAPTER_STEPS, LANG_ADAPTER_BATCH, LANG_ADAPTER_LR = 400, 16, 1e-4
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -249,7 +254,9 @@ def train_language_adapter(
     """Train a MAD-X language adapter named `lang` with MLM on `texts` (backbone and MLM head frozen)."""
     if model.lm_head is None:
         raise ValueError("this backbone has no masked-LM head, so it cannot train a language adapter")
-    config = config or TrainConfig(learning_rate=1e-4)
+    config = config or TrainConfig(
+        steps=LANG_ADAPTER_STEPS, batch_size=LANG_ADAPTER_BATCH, learning_rate=LANG_ADAPTER_LR
+    )
     adapter_config = adapter_config or AdapterConfig(reduction_factor=2, inv_adapter="nice")
     features = mlm_features(tokenizer, [t for t in texts if t.strip()], min(config.max_length, model.max_tokens))
     if not features:
