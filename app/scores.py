@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from madx_core import data as D
 from madx_core.evaluation import evaluate_ner, evaluate_qa
 
-from .state import MAX_EVAL_EXAMPLES, NO_ADAPTER, AppState, friendly
+from .state import MAX_EVAL_EXAMPLES, NO_ADAPTER, AppState, check_language, friendly, visitor_session
 
 SYSTEM_NAMES = {
     "baseline": "baseline (full fine-tuning)",
@@ -246,15 +246,17 @@ def evaluate(
     file_lang: str,
     backbone: str,
     max_examples: float,
+    visitor: str | None = None,
 ) -> list[dict]:
-    """Score the stack (lang, task_adapter) on a data set; the rows are added to the app's results."""
+    """Score the stack (lang, task_adapter) on a data set; the rows are kept for this visitor's session only."""
     limit = int(max_examples or 100)
     if not 1 <= limit <= MAX_EVAL_EXAMPLES:
         raise ValueError(f"max examples must be between 1 and {MAX_EVAL_EXAMPLES}")
+    backbone = state.registry.check_backbone(backbone)
     entry = state.registry.get(task_adapter, "task")
     if file:
         path = Path(file)
-        task, target = entry.task, (file_lang or "").strip() or "unknown"
+        task, target = entry.task, check_language(file_lang)
     else:
         choices = dataset_choices()
         if dataset not in choices:
@@ -276,7 +278,8 @@ def evaluate(
         metrics = {"f1": scores["f1"], "em": scores["exact_match"]}
     budget = model.parameter_budget()
     params = budget["adapters"][entry.name] + budget["heads"].get(head, 0)
-    system = "app: " + " + ".join(stack)
+    # The example count is part of the system's name, so a score on a handful of sentences says so in every chart.
+    system = f"app: {' + '.join(stack)} ({len(examples)} examples)"
     rows = [
         {
             "system": system,
@@ -291,7 +294,7 @@ def evaluate(
         }
         for m, v in metrics.items()
     ]
-    state.results.add(rows)
+    state.results.add(rows, visitor)
     return rows
 
 
@@ -305,7 +308,8 @@ def build(state: AppState) -> dict:
         "Zero-shot cross-lingual transfer: a task adapter trained on the **source** language (English) is "
         "evaluated on each **target** language. *Baseline* fine-tunes the whole backbone; *MAD-X –LAD* has no "
         "language adapters; *MAD-X –INV* has language adapters without invertible adapters; *MAD-X* has both. "
-        "Shipped results come from `assets/results.json`; evaluations you run below are added as `app: …` systems."
+        "Shipped results come from `assets/results.json`; evaluations you run below are added as `app: …` systems "
+        "with their example count, for you only (this browser session)."
     )
     with gr.Row():
         task = gr.Radio(["ner", "qa"], value="ner", label="task")
@@ -340,11 +344,11 @@ def build(state: AppState) -> dict:
         ev_btn = gr.Button("Evaluate this stack", variant="primary")
         ev_out = gr.JSON(label="scores")
 
-    def charts(task: str = "ner", metric: str = "f1", heatmap_system: str = "madx"):
+    def charts(task: str = "ner", metric: str = "f1", heatmap_system: str = "madx", visitor: str | None = None):
         if task == "ner" and metric == "em":
             metric = "f1"  # NER has entity F1 only
-        summary = summarise(state.results.rows(), task, metric)
-        csv_path = state.results.csv(reg.work / "results.csv")
+        summary = summarise(state.results.rows(visitor), task, metric)
+        csv_path = state.results.csv(visitor)
         return (
             bars_figure(summary, metric),
             heatmap_figure(summary, metric, heatmap_system),
@@ -354,8 +358,8 @@ def build(state: AppState) -> dict:
         )
 
     @friendly
-    def scores(task: str = "ner", metric: str = "f1", heatmap_system: str = "madx"):
-        return charts(task, metric, heatmap_system)
+    def scores(task: str = "ner", metric: str = "f1", heatmap_system: str = "madx", request: gr.Request = None):
+        return charts(task, metric, heatmap_system, visitor_session(request))
 
     @friendly
     def run_evaluation(
@@ -369,14 +373,18 @@ def build(state: AppState) -> dict:
         task: str,
         metric: str,
         heatmap_system: str,
+        request: gr.Request = None,
     ):
-        rows = evaluate(state, language_adapter, task_adapter, dataset, file, file_language, backbone, max_examples)
-        return rows, *charts(rows[0]["task"], metric if rows[0]["task"] == "qa" else "f1", heatmap_system)
+        visitor = visitor_session(request)
+        rows = evaluate(
+            state, language_adapter, task_adapter, dataset, file, file_language, backbone, max_examples, visitor
+        )
+        return rows, *charts(rows[0]["task"], metric if rows[0]["task"] == "qa" else "f1", heatmap_system, visitor)
 
     chart_outputs = [bars, heat, params, table, csv_btn]
 
-    def redraw(task: str, metric: str, heatmap_system: str):
-        return scores(task, metric, heatmap_system)
+    def redraw(task: str, metric: str, heatmap_system: str, request: gr.Request):
+        return scores(task, metric, heatmap_system, request)
 
     for trigger in (task.change, metric.change, heat_system.change):
         trigger(redraw, [task, metric, heat_system], chart_outputs, api_visibility="private")

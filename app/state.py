@@ -10,6 +10,7 @@ serving model and appears in every user's dropdowns.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from madx_core.adapters import Stack
 from madx_core.data import atomic_write_text
+from madx_core.hub_format import load_adapter
 from madx_core.model import AdapterModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +43,34 @@ MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
 MAX_EVAL_EXAMPLES = 500
 NO_ADAPTER = "none"  # the language-adapter choice that runs the task adapter alone (MAD-X -LAD)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+NAME_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a catalog name is echoed in errors; a path never is
+LANG_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})?$")  # a language code such as sw, pcm, zh-Hans
 ADAPTER_FILES = ("adapter.safetensors", "pytorch_adapter.bin")
+# The only files kept from an upload and put in a download: configs and weights, nothing a browser would render.
+ADAPTERHUB_FILES = (
+    "adapter_config.json",
+    "adapter.safetensors",
+    "pytorch_adapter.bin",
+    "head_config.json",
+    "model_head.safetensors",
+    "pytorch_model_head.bin",
+)
+APP_META = ".app.json"  # the app's own note beside an adapter it keeps (origin, backbone), read again on restart
+
+# Fair sharing: long texts take one lane, so they never hold every worker while one-sentence requests wait.
+INFERENCE_WORKERS = 8  # Gradio's concurrency for the inference events (long texts hold at most MAX_LONG_REQUESTS)
+LONG_TEXT_CHARS = 5_000  # a NER text or QA context longer than this is a "long" request
+MAX_LONG_REQUESTS = 4  # long requests admitted at once (one computes, the others wait); more are told to retry
+CHUNK_CHARS = 4_000  # a long NER text is tagged in pieces of about this size, taking turns with the others
+MAX_REQUEST_SECONDS = 300  # a long request that has not finished by then is stopped with a message
+
+# Upload quotas: per visitor (client address) and for the whole app, on count and on disk.
+UPLOADS_PER_VISITOR = 10
+UPLOAD_WINDOW_S = 3600
+MAX_UPLOADED_ADAPTERS = 50
+MAX_UPLOADED_BYTES = 500 * 1024 * 1024
+MAX_VISITOR_ROWS = 200  # evaluation rows kept per browser session
+MAX_VISITORS = 1_000  # sessions whose evaluation rows are kept (the oldest are forgotten first)
 
 
 def asset_root() -> Path:
@@ -156,9 +185,18 @@ class Registry:
         self.default_backbone = DEFAULT_BACKBONE
         self.entries: dict[str, AdapterEntry] = {}
         self.version = 0  # bumped whenever an adapter is added, so open pages can refresh their dropdowns
+        self.upload_quota = (UPLOADS_PER_VISITOR, UPLOAD_WINDOW_S, MAX_UPLOADED_ADAPTERS, MAX_UPLOADED_BYTES)
         self._models: dict[str, tuple[AdapterModel, object]] = {}
         self._lock = threading.RLock()  # guards the dicts and (slow but rare) loading of models and adapters
+        self._reserved: set[str] = set()  # names taken by uploads and jobs that are not registered yet
+        self._uploads_by: dict[str, list[float]] = {}  # visitor -> times of their accepted uploads
         self.scan_shipped()
+        self.scan_work()
+
+    @property
+    def downloads(self) -> Path:
+        """The one folder the app serves files from: zips and CSVs it wrote itself, never anything uploaded."""
+        return self.work / "downloads"
 
     # --- backbones ---------------------------------------------------------------------------------------
 
@@ -168,13 +206,19 @@ class Registry:
         names = list(getattr(backbones, "CATALOG", {}) or [])
         return [self.default_backbone] + [n for n in names if n != self.default_backbone]
 
+    def check_backbone(self, backbone: str | None) -> str:
+        """A backbone name from the app's own list (empty: the default); never a path or Hub id from a request."""
+        backbone = (backbone or "").strip() or self.default_backbone
+        if backbone not in self.backbone_choices():
+            shown = backbone if len(backbone) <= 60 and NAME_LIKE.match(backbone) else "that"
+            raise ValueError(f"unknown backbone {shown!r}; choose one of: {', '.join(self.backbone_choices())}")
+        return backbone
+
     def model(self, backbone: str | None = None) -> tuple[AdapterModel, object]:
         """The serving model and tokenizer of a backbone, loaded on first use and then shared by everyone."""
         from madx_core.backbones import load_tokenizer
 
-        backbone = backbone or self.default_backbone
-        if backbone not in self.backbone_choices():
-            raise ValueError(f"unknown backbone {backbone!r}; choose one of: {', '.join(self.backbone_choices())}")
+        backbone = self.check_backbone(backbone)
         with self._lock:
             if backbone not in self._models:
                 model = AdapterModel.from_pretrained(backbone)
@@ -186,6 +230,7 @@ class Registry:
         """A fresh, private copy of a backbone for one training job (never the serving model)."""
         from madx_core.backbones import load_tokenizer
 
+        backbone = self.check_backbone(backbone)
         return AdapterModel.from_pretrained(backbone), load_tokenizer(backbone)
 
     # --- adapters ----------------------------------------------------------------------------------------
@@ -204,6 +249,34 @@ class Registry:
                 continue  # a half-written asset: leave it out rather than fail at start-up
             if kind == "task":
                 self._add(AdapterEntry(d.name, "task", task, "shipped", d, lang="en", labels=labels))
+
+    def scan_work(self) -> None:
+        """Register again what the app trained or accepted before a restart: work/{trained,uploads}/<name>/.
+
+        They are loaded on first use, like the shipped ones. A folder that is not a valid adapter any more is left
+        out (and logged); temporary folders of an upload or job cut off by the restart are removed.
+        """
+        import logging
+
+        for sub, origin in (("trained", "trained here"), ("uploads", "uploaded")):
+            root = self.work / sub
+            for d in sorted(root.iterdir()) if root.is_dir() else []:
+                if d.name.startswith("."):
+                    shutil.rmtree(d, ignore_errors=True)  # an unfinished upload or training output
+                    continue
+                try:
+                    if not d.is_dir() or not NAME_RE.match(d.name) or d.name in self.entries:
+                        raise ValueError("not an adapter folder with an app name")
+                    kind, task, labels = classify_adapter_dir(d)
+                    note = _read_app_meta(d)
+                    backbone = note.get("backbone") or self.default_backbone
+                    if backbone not in self.backbone_choices():
+                        raise ValueError(f"its backbone {backbone!r} is not offered here")
+                except ValueError as e:
+                    logging.getLogger("madx_app").warning("not registering %s/%s: %s", sub, d.name, e)
+                    continue
+                lang = note.get("lang") if isinstance(note.get("lang"), str) else None
+                self._add(AdapterEntry(d.name, kind, task, origin, d, lang, backbone=backbone, labels=labels))
 
     def add_hub_adapters(self, backbone: str) -> None:
         """AdapterHub's pre-trained MAD-X language adapters for this backbone, listed only when the Hub is reachable.
@@ -225,12 +298,33 @@ class Registry:
             self.version += 1
         return entry
 
+    def _taken(self, name: str) -> bool:
+        return (
+            name in self.entries
+            or name in self._reserved
+            or (self.work / "trained" / name).exists()
+            or (self.work / "uploads" / name).exists()
+        )
+
     def unique_name(self, wanted: str) -> str:
+        """The first free name among wanted, wanted-2, ... (free: not registered, reserved or on disk)."""
         with self._lock:
             name, i = wanted, 2
-            while name in self.entries:
-                name, i = f"{wanted}-{i}", i + 1
+            while self._taken(name):
+                suffix = f"-{i}"
+                name, i = wanted[: 40 - len(suffix)] + suffix, i + 1
             return name
+
+    def reserve(self, wanted: str) -> str:
+        """Atomically take a unique name for an upload or a training job; `register_dir` or `release` frees it."""
+        with self._lock:
+            name = self.unique_name(wanted)
+            self._reserved.add(name)
+            return name
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            self._reserved.discard(name)
 
     def _all(self) -> list[AdapterEntry]:
         with self._lock:  # a copy: other threads may add adapters meanwhile
@@ -264,8 +358,16 @@ class Registry:
                     from madx_core.backbones import fetch_adapter
 
                     entry.path = Path(fetch_adapter(entry.hub_id))
-                # A language adapter's own head (if a file has one) is never used: load only the adapter.
-                model.load_adapter(entry.path, load_as=entry.name, with_head=entry.kind == "task")
+                # A language adapter's own head (if a file has one) is never used: load only the adapter. A task
+                # adapter's head goes under the adapter's own name, never over another one.
+                load_adapter(
+                    model,
+                    entry.path,
+                    load_as=entry.name,
+                    with_head=entry.kind == "task",
+                    head_as=entry.name,
+                    exist_ok=False,
+                )
         return model
 
     def resolve(
@@ -290,56 +392,101 @@ class Registry:
     def register_dir(
         self, directory: Path, origin: str, name: str, backbone: str, lang: str | None = None
     ) -> AdapterEntry:
-        """Check an adapter directory, load it into the backbone's serving model, and make it selectable."""
-        kind, task, labels = classify_adapter_dir(directory)
-        name = self.unique_name(name)
-        model, _ = self.model(backbone)
-        # Reads safetensors / weights_only tensors and checks every shape before the model changes.
-        model.load_adapter(directory, load_as=name, with_head=kind == "task")
-        return self._add(AdapterEntry(name, kind, task, origin, directory, lang, backbone=backbone, labels=labels))
+        """Check an adapter directory, load it into the backbone's serving model, and make it selectable.
+
+        `name` must have been reserved (or be free); the adapter and its head are loaded under it and nothing that is
+        already loaded is replaced. The app's note beside it lets a restarted app register it again.
+        """
+        try:
+            kind, task, labels = classify_adapter_dir(directory)
+            model, _ = self.model(backbone)
+            with self._lock:
+                if name in self.entries:
+                    raise ValueError(f"an adapter named {name!r} exists already; choose another name")
+                # Reads safetensors / weights_only tensors and checks every shape before the model changes.
+                load_adapter(model, directory, load_as=name, with_head=kind == "task", head_as=name, exist_ok=False)
+                note = {"origin": origin, "backbone": backbone, "lang": lang}
+                atomic_write_text(directory / APP_META, json.dumps(note))
+                return self._add(AdapterEntry(name, kind, task, origin, directory, lang, backbone, labels=labels))
+        finally:
+            self.release(name)
 
     # --- safe upload and download of adapter zips -----------------------------------------------------
 
-    def upload_zip(self, zip_path: str | Path, backbone: str | None = None) -> AdapterEntry:
-        """Extract an uploaded AdapterHub zip safely, load it, and register it under a unique name."""
-        backbone = backbone or self.default_backbone
+    def _check_upload_quota(self, visitor: str) -> None:
+        per_visitor, window, max_count, max_bytes = self.upload_quota
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._uploads_by.get(visitor, []) if now - t < window]
+            self._uploads_by[visitor] = recent
+            if len(recent) >= per_visitor:
+                raise ValueError(
+                    f"upload limit reached: {per_visitor} adapters per visitor per {window // 60} minutes; "
+                    "please try again later"
+                )
+            uploaded = [e for e in self.entries.values() if e.origin == "uploaded"]
+            if len(uploaded) >= max_count:
+                raise ValueError(f"this app holds its maximum of {max_count} uploaded adapters; no more are accepted")
+            used = sum(f.stat().st_size for e in uploaded if e.path for f in e.path.iterdir() if f.is_file())
+            if used >= max_bytes:
+                raise ValueError(f"the uploaded adapters fill this app's {max_bytes // 2**20} MB; no more are accepted")
+
+    def upload_zip(self, zip_path: str | Path, backbone: str | None = None, visitor: str = "local") -> AdapterEntry:
+        """Extract an uploaded AdapterHub zip safely, load it, and register it under a new unique name.
+
+        Only the AdapterHub files are kept; the name is reserved atomically, so two uploads of the same adapter at
+        once get two names; a refused upload leaves no folder, no name and no loaded module behind.
+        """
+        backbone = self.check_backbone(backbone)
+        self._check_upload_quota(visitor)
         uploads = self.work / "uploads"
         uploads.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".upload.", dir=uploads))
         try:
             directory = extract_adapter_zip(Path(zip_path), tmp)
             saved = _saved_name(directory) or Path(zip_path).stem
-            name = self.unique_name(re.sub(r"[^A-Za-z0-9_-]", "-", saved)[:40].strip("-_") or "uploaded")
+            name = self.reserve(re.sub(r"[^A-Za-z0-9_-]", "-", saved)[:40].strip("-_") or "uploaded")
             final = uploads / name
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(directory, final)
             try:
-                return self.register_dir(final, "uploaded", name, backbone, lang=_saved_name(final))
-            except Exception:
+                os.rename(directory, final)  # the reservation made sure nothing is there
+                entry = self.register_dir(final, "uploaded", name, backbone, lang=_saved_name(final))
+            except BaseException:
+                self.release(name)
                 shutil.rmtree(final, ignore_errors=True)
                 raise
+            with self._lock:
+                self._uploads_by.setdefault(visitor, []).append(time.monotonic())
+            return entry
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def zip_adapter(self, name: str) -> Path:
-        """A zip of an adapter's AdapterHub directory (`<name>/adapter_config.json`, ...), written atomically."""
+        """A zip of an adapter's AdapterHub files (`<name>/adapter_config.json`, ...) in the downloads folder."""
         entry = self.entries.get(name)
         if entry is None or entry.path is None:
             raise ValueError(f"unknown adapter {name!r}")
-        out = self.work / "zips" / f"{name}.zip"
+        out = self.downloads / f"{name}.zip"
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip", dir=out.parent)
         os.close(fd)
         try:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-                for f in sorted(entry.path.iterdir()):
-                    if f.is_file():
-                        zf.write(f, f"{name}/{f.name}")
+                for file_name in ADAPTERHUB_FILES:
+                    if (entry.path / file_name).is_file():
+                        zf.write(entry.path / file_name, f"{name}/{file_name}")
             os.replace(tmp, out)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return out
+
+
+def _read_app_meta(directory: Path) -> dict:
+    try:
+        note = json.loads((directory / APP_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return note if isinstance(note, dict) else {}
 
 
 def _saved_name(directory: Path) -> str | None:
@@ -350,10 +497,12 @@ def _saved_name(directory: Path) -> str | None:
 
 
 def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
-    """Extract a zip into `dest`, refusing anything that could escape it; return the adapter directory inside.
+    """Check a zip and extract its one adapter's AdapterHub files (configs and weights) flat into `dest`.
 
     Every member is checked before anything is written: no absolute paths, no `..`, no symlinks or other special
-    files, bounded sizes (declared and actual). Nothing in it is executed or unpickled here.
+    files, bounded sizes (declared and actual). Only the six AdapterHub file names are extracted: anything else
+    (a README, an .html page, a script) is dropped, so nothing from an upload can ever be served or run.
+    Nothing in it is executed or unpickled here.
     """
     if not zip_path.is_file():
         raise ValueError("no file was uploaded")
@@ -382,25 +531,28 @@ def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
             raise ValueError(
                 f"refused: the zip unpacks to {total / 2**20:.0f} MB (limit {MAX_UNZIPPED_BYTES // 2**20} MB)"
             )
+        folders = {str(Path(i.filename).parent) for i in members if Path(i.filename).name == "adapter_config.json"}
+        if not folders:
+            raise ValueError(
+                "the zip holds no adapter: adapter_config.json is missing (zip an AdapterHub adapter folder)"
+            )
+        if len(folders) > 1:
+            raise ValueError("the zip holds several adapters; upload one adapter per zip")
+        folder = folders.pop()
+        kept = [
+            i
+            for i in members
+            if not i.is_dir() and str(Path(i.filename).parent) == folder and Path(i.filename).name in ADAPTERHUB_FILES
+        ]
         written = 0
-        for info in members:
-            target = (dest / info.filename).resolve()
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
+        for info in kept:
+            with zf.open(info) as src, open(dest / Path(info.filename).name, "wb") as out:
                 while chunk := src.read(1 << 20):  # count real bytes: declared sizes can lie
                     written += len(chunk)
                     if written > MAX_UNZIPPED_BYTES:
                         raise ValueError("refused: the zip unpacks to more than the size limit")
                     out.write(chunk)
-    candidates = [p.parent for p in dest.rglob("adapter_config.json")]
-    if not candidates:
-        raise ValueError("the zip holds no adapter: adapter_config.json is missing (zip an AdapterHub adapter folder)")
-    if len(candidates) > 1:
-        raise ValueError("the zip holds several adapters; upload one adapter per zip")
-    return candidates[0]
+    return dest
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -408,40 +560,162 @@ def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
 
 
 class Results:
-    """Rows {system, source, target, task, metric, value, seed, ...}: shipped ones and those added in the app."""
+    """Rows {system, source, target, task, metric, value, seed, ...}: the shipped ones, shared by everyone, and the
+    evaluations each visitor ran, kept for that visitor's browser session only (in memory).
+
+    A visitor's rows never reach other visitors: a score on a one-sentence file must not be drawn next to the
+    full-test-set results that everyone sees.
+    """
 
     def __init__(self, assets: Path, work_dir: Path):
         self.shipped_file = assets / "results.json"
-        self.app_file = work_dir / "app_results.json"
+        self.downloads = work_dir / "downloads"
+        self._by_visitor: dict[str, list[dict]] = {}  # insertion-ordered: the oldest session is forgotten first
         self._lock = threading.Lock()
 
     @staticmethod
     def _read(path: Path) -> list[dict]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return []
         rows = data.get("rows") if isinstance(data, dict) else None
         return [r for r in rows or [] if isinstance(r, dict) and {"system", "target", "metric", "value"} <= set(r)]
 
-    def rows(self) -> list[dict]:
+    def rows(self, visitor: str | None = None) -> list[dict]:
+        """The shipped rows, plus this visitor's own evaluations (none when `visitor` is None)."""
+        with self._lock:
+            own = list(self._by_visitor.get(visitor, [])) if visitor else []
         return [{**r, "origin": "shipped"} for r in self._read(self.shipped_file)] + [
-            {**r, "origin": "app"} for r in self._read(self.app_file)
+            {**r, "origin": "your evaluation"} for r in own
         ]
 
-    def add(self, rows: list[dict]) -> None:
+    def add(self, rows: list[dict], visitor: str | None) -> None:
+        if not visitor:
+            return  # no session to keep them for: the caller still gets its rows
         with self._lock:
-            kept = self._read(self.app_file) + rows
-            atomic_write_text(self.app_file, json.dumps({"rows": kept}, indent=1, ensure_ascii=False))
+            kept = (self._by_visitor.pop(visitor, []) + rows)[-MAX_VISITOR_ROWS:]
+            self._by_visitor[visitor] = kept
+            while len(self._by_visitor) > MAX_VISITORS:
+                self._by_visitor.pop(next(iter(self._by_visitor)))
 
-    def csv(self, path: Path) -> Path:
-        fields = ["system", "source", "target", "task", "metric", "value", "seed", "trainable_parameters", "origin"]
+    def csv(self, visitor: str | None = None) -> Path:
+        """The rows this visitor sees, as CSV in the downloads folder (one file per session, cells made inert)."""
+        fields = [
+            "system",
+            "source",
+            "target",
+            "task",
+            "metric",
+            "value",
+            "seed",
+            "examples",
+            "trainable_parameters",
+            "origin",
+        ]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(self.rows())
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in self.rows(visitor))
+        token = hashlib.sha256(visitor.encode()).hexdigest()[:16] if visitor else "shipped"
+        path = self.downloads / f"results-{token}.csv"
         atomic_write_text(path, buf.getvalue())
         return path
+
+
+def csv_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (= + - @, tab, CR) is prefixed with ' (OWASP)."""
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
+
+
+def check_language(code: str | None) -> str:
+    """A language code typed by a visitor (empty: 'unknown'); it ends up in result rows, so it is kept short."""
+    code = (code or "").strip()
+    if not code:
+        return "unknown"
+    if len(code) > 16 or not LANG_RE.match(code):
+        raise ValueError("the data language must be a language code such as sw, pcm or zh-Hans")
+    return code
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fair sharing of the CPU between visitors
+
+
+class Lanes:
+    """Long texts take turns on one lane, a chunk at a time, and only a few may wait; short requests never queue
+    behind them.
+
+    The inference events have more Gradio workers (INFERENCE_WORKERS) than long requests can hold
+    (MAX_LONG_REQUESTS), so a one-sentence request always finds a free worker; and a long request gives the lane up
+    after every chunk, so four long ones progress side by side and each ends by its deadline.
+    """
+
+    def __init__(self, long_chars: int = LONG_TEXT_CHARS, admitted: int = MAX_LONG_REQUESTS):
+        self.long_chars = long_chars
+        self._admitted = threading.BoundedSemaphore(admitted)
+        self._compute = threading.Lock()
+        self._stopped = threading.Event()
+
+    def run(self, chars: int, pieces: list, work: Callable) -> list:
+        """[work(piece) for piece in pieces]: at once for a short request, in the long lane for a long one."""
+        if chars <= self.long_chars:
+            return [work(piece) for piece in pieces]
+        if not self._admitted.acquire(blocking=False):
+            raise Busy(
+                "the machine is busy with other long texts right now: please try again in a minute, "
+                f"or send a text under {self.long_chars:,} characters"
+            )
+        try:
+            deadline = time.monotonic() + MAX_REQUEST_SECONDS
+            results = []
+            for piece in pieces:
+                if self._stopped.is_set():
+                    raise Busy("the app is shutting down; please try again in a minute")
+                if time.monotonic() > deadline:
+                    raise ValueError(
+                        f"this text needed more than {MAX_REQUEST_SECONDS} s of the shared machine; "
+                        "please send a shorter text"
+                    )
+                with self._compute:
+                    results.append(work(piece))
+            return results
+        finally:
+            self._admitted.release()
+
+    def stop(self) -> None:
+        """Make long requests in flight end after their current chunk (the app is closing)."""
+        self._stopped.set()
+
+
+def text_chunks(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, int]]:
+    """(start, end) pieces of at most `size` characters, cut after a line or sentence end, else at a space."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        window = text[start : start + size]
+        cut = max(window.rfind("\n"), window.rfind(". "), window.rfind("。"), window.rfind("! "), window.rfind("? "))
+        if cut < size // 2:
+            cut = window.rfind(" ")
+        end = start + (cut + 1 if cut >= size // 2 else size)
+        pieces.append((start, end))
+        start = end
+    return pieces + [(start, len(text))]
+
+
+def visitor_address(request) -> str:
+    """Who a request comes from, for quotas: the client address (on Spaces, the last hop of X-Forwarded-For)."""
+    headers = getattr(request, "headers", None) or {}
+    forwarded = headers.get("x-forwarded-for", "") if hasattr(headers, "get") else ""
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    client = getattr(request, "client", None)
+    return hops[-1] if hops else getattr(client, "host", None) or "unknown"
+
+
+def visitor_session(request) -> str | None:
+    """The browser session (or gradio_client instance) a request comes from; its own evaluations are kept for it."""
+    return getattr(request, "session_hash", None) or None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -544,7 +818,15 @@ class JobRunner:
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return hide_paths(text.splitlines()[0]) if text else type(e).__name__
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"\\/:,;()]+){2,}[\\/]?")
+
+
+def hide_paths(text: str) -> str:
+    """Replace every absolute path in a message by its last part: errors never show where the app lives."""
+    return _PATH.sub(lambda m: m.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1], text)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -556,11 +838,13 @@ class AppState:
     registry: Registry
     results: Results
     jobs: JobRunner
+    lanes: Lanes = field(default_factory=Lanes)
 
 
 def create_state(assets: Path | None = None, work_dir: Path | None = None) -> AppState:
     registry = Registry(assets, work_dir)
     registry.work.mkdir(parents=True, exist_ok=True)
+    registry.downloads.mkdir(parents=True, exist_ok=True)
     return AppState(registry, Results(registry.assets, registry.work), JobRunner())
 
 
