@@ -431,6 +431,12 @@ class Registry:
             if used >= max_bytes:
                 raise ValueError(f"the uploaded adapters fill this app's {max_bytes // 2**20} MB; no more are accepted")
 
+    def uploads_by(self, visitor: str) -> int:
+        """How many uploads this visitor made within the quota window."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(now - t < self.upload_quota[1] for t in self._uploads_by.get(visitor, []))
+
     def upload_zip(self, zip_path: str | Path, backbone: str | None = None, visitor: str = "local") -> AdapterEntry:
         """Extract an uploaded AdapterHub zip safely, load it, and register it under a new unique name.
 
@@ -658,6 +664,8 @@ class Lanes:
         self._admitted = threading.BoundedSemaphore(admitted)
         self._compute = threading.Lock()
         self._stopped = threading.Event()
+        self.long_requests = 0  # admitted long requests now (for tests and monitoring)
+        self._count = threading.Lock()
 
     def run(self, chars: int, pieces: list, work: Callable) -> list:
         """[work(piece) for piece in pieces]: at once for a short request, in the long lane for a long one."""
@@ -668,6 +676,8 @@ class Lanes:
                 "the machine is busy with other long texts right now: please try again in a minute, "
                 f"or send a text under {self.long_chars:,} characters"
             )
+        with self._count:
+            self.long_requests += 1
         try:
             deadline = time.monotonic() + MAX_REQUEST_SECONDS
             results = []
@@ -683,6 +693,8 @@ class Lanes:
                     results.append(work(piece))
             return results
         finally:
+            with self._count:
+                self.long_requests -= 1
             self._admitted.release()
 
     def stop(self) -> None:
