@@ -334,6 +334,8 @@ def _read_head(model, directory: Path, head_file: Path) -> tuple[PredictionHead,
             f"{directory.name} has head_config.json but no model_head.safetensors / pytorch_model_head.bin"
         )
     state = {re.sub(r"^heads\.[^.]+\.", "", k): v for k, v in read_tensors(weights).items()}
+    if config.layers > len(state):  # each layer has its own weights: a count the file cannot back is refused
+        raise ValueError(f"{what}: head config has layers={config.layers}, its weights only {len(state)} tensors")
 
     def build() -> PredictionHead:
         return PredictionHead(

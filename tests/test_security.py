@@ -38,6 +38,15 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 TEXT = "Amina Yusuf joined the World Health Organization in Geneva after ten years at a hospital in Kano."
 CONLL = "Amina B-PER\nlives O\nin O\nKano B-LOC\n. O\n"
+# The AdapterHub files: all that an uploaded folder may keep (besides the app's own note) and a download may hold.
+ADAPTERHUB_FILES = {
+    "adapter_config.json",
+    "adapter.safetensors",
+    "pytorch_adapter.bin",
+    "head_config.json",
+    "model_head.safetensors",
+    "pytorch_model_head.bin",
+}
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +114,12 @@ def _json_edit(file_name: str, change):
 
 def test_uploaded_files_are_never_served_and_errors_hide_paths(app):
     demo, client, tmp = app
-    from app.state import ADAPTERHUB_FILES, APP_META
-
     reg = demo.state.registry
     page = b"<html><script>fetch('/steal?c='+document.cookie)</script></html>"
     zipped = _zip(demo, tmp / "notes.zip", extra={"notes.html": page, "README.md": b"# hi"})
     name = _uploaded_name(client.predict(handle_file(str(zipped)), api_name="/upload_adapter"))
     kept = reg.work / "uploads" / name
-    assert {f.name for f in kept.iterdir()} <= set(ADAPTERHUB_FILES) | {APP_META}
+    assert {f.name for f in kept.iterdir()} <= ADAPTERHUB_FILES | {".app.json"}
     assert not (kept / "notes.html").exists()
 
     with httpx.Client(base_url=demo.local_url) as http:
@@ -121,7 +128,7 @@ def test_uploaded_files_are_never_served_and_errors_hide_paths(app):
         assert made.parent == reg.downloads
         assert http.get(f"gradio_api/file={made}").status_code == 200
         with zipfile.ZipFile(made) as zf:
-            assert {Path(n).name for n in zf.namelist()} <= set(ADAPTERHUB_FILES)
+            assert {Path(n).name for n in zf.namelist()} <= ADAPTERHUB_FILES
         # ... and nothing of an upload is, whatever it is.
         for f in ("notes.html", "adapter_config.json"):
             assert http.get(f"gradio_api/file={kept / f}").status_code in (403, 404)
@@ -191,7 +198,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     from madx_core.hub_format import load_adapter
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    config = BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=64)
     model = mx.AdapterModel.from_config(config)
     root = Path(tempfile.mkdtemp())
@@ -216,7 +223,18 @@ MEMORY_SCRIPT = textwrap.dedent(
         "reduction_factor": variant("c", "adapter_config.json", lambda m: m["config"].update(
             reduction_factor=0.0001)),
     }
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    def peak_mb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    try:  # reset the peak to the current size (Linux), so that the peak measures only the loads below
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    before = peak_mb()
     messages = {}
     for what, d in cases.items():
         try:
@@ -224,7 +242,7 @@ MEMORY_SCRIPT = textwrap.dedent(
             messages[what] = "loaded"
         except ValueError as e:
             messages[what] = str(e)
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    grown_mb = peak_mb() - before
     print(json.dumps({"messages": messages, "peak_growth_mb": grown_mb, "adapters": sorted(model.adapters)}))
     """
 )
@@ -239,7 +257,7 @@ def test_config_claiming_huge_modules_is_refused_before_allocation():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(m != "loaded" for m in report["messages"].values()), report
     assert report["adapters"] == []
-    # Unchecked, each config builds 120-190 MB of modules; checked on the meta device, nothing is allocated.
+    # Unchecked, each config builds 380-660 MB of modules; checked on the meta device, nothing is allocated.
     assert report["peak_growth_mb"] < 40, report
 
 
@@ -275,33 +293,6 @@ def test_backbone_must_be_one_of_the_apps_own(app):
     assert set(reg._models) == models_before
     assert set(demo.state.__dict__.get("_training_models", {})) <= set(reg.backbone_choices())
     assert (set(trained.iterdir()) if trained.is_dir() else set()) == folders_before
-
-
-# ----------------------------------------------------------------------------------------------------------
-# 5. Starvation: four maximum-size texts in flight do not hold up a one-sentence request
-
-
-def test_short_request_is_answered_while_long_texts_run(app):
-    demo, client, tmp = app
-    from app.state import MAX_TEXT_CHARS
-
-    lanes = demo.state.lanes
-    long_text = (TEXT + "\n") * ((MAX_TEXT_CHARS - 1000) // (len(TEXT) + 1))
-    jobs = [client.submit(long_text, api_name="/ner") for _ in range(4)]
-    deadline = time.monotonic() + 60
-    while lanes.long_requests < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert lanes.long_requests == 4
-    # A fifth long text is told to come back, rather than taking a worker that short requests need.
-    assert "busy with other long texts" in _error(client.predict, long_text, api_name="/ner")
-
-    other = Client(demo.local_url, verbose=False, analytics_enabled=False)
-    started = time.monotonic()
-    _, entities = other.predict("Amina lives in Kano.", api_name="/ner")
-    waited = time.monotonic() - started
-    assert entities and waited < 10, f"the one-sentence request waited {waited:.1f} s"
-    assert not any(job.done() for job in jobs)  # the long texts were still running
-    cf.wait([job.future for job in jobs], timeout=0)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -353,7 +344,7 @@ def test_restart_registers_trained_and_uploaded_adapters_again(app):
     trained_dir = reg.work / "trained" / "fresh"
     model.save_adapter(trained_dir, "fresh", with_head=False)
     model.delete_adapter("fresh")
-    reg.register_dir(trained_dir, "trained here", reg.reserve("fresh"), reg.default_backbone, lang="fresh")
+    reg.register_dir(trained_dir, "trained here", "fresh", reg.default_backbone, lang="fresh")
     (reg.work / "uploads" / "junk").mkdir()
     (reg.work / "uploads" / "junk" / "README.md").write_text("not an adapter")
     (reg.work / "uploads" / ".upload.cutoff").mkdir()
@@ -417,3 +408,30 @@ def test_simultaneous_uploads_of_one_name_all_survive(app):
         assert (reg.work / "uploads" / name / "adapter_config.json").is_file()
         _, entities = client.predict(TEXT, "", name, api_name="/ner")
         assert isinstance(entities, list)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. Starvation: four maximum-size texts in flight do not hold up a one-sentence request (last in this file:
+# the long texts run on until the app closes)
+
+
+def test_short_request_is_answered_while_long_texts_run(app):
+    demo, client, tmp = app
+    from app.state import MAX_TEXT_CHARS
+
+    long_text = (TEXT + "\n") * ((MAX_TEXT_CHARS - 1000) // (len(TEXT) + 1))
+    longs = [Client(demo.local_url, verbose=False, analytics_enabled=False) for _ in range(4)]
+    jobs = [c.submit(long_text, api_name="/ner") for c in longs]
+    deadline = time.monotonic() + 60
+    while getattr(getattr(demo.state, "lanes", None), "long_requests", 4) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)  # all four are computing (or waiting for their turn) now
+
+    other = Client(demo.local_url, verbose=False, analytics_enabled=False)
+    started = time.monotonic()
+    _, entities = other.predict("Amina lives in Kano.", api_name="/ner")
+    waited = time.monotonic() - started
+    assert entities and waited < 10, f"the one-sentence request waited {waited:.1f} s"
+    assert not any(job.done() for job in jobs)  # the long texts were still running
+    # A fifth long text is told to come back, rather than taking a worker that short requests need.
+    assert "busy with other long texts" in _error(client.predict, long_text, api_name="/ner")
