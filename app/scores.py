@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from madx_core import data as D
 from madx_core.evaluation import evaluate_ner, evaluate_qa
 
-from .state import MAX_EVAL_EXAMPLES, NO_ADAPTER, AppState, check_language, friendly, visitor_session
+from .state import MAX_EVAL_EXAMPLES, NO_ADAPTER, AppState, check_language, friendly, shown, visitor_session
 
 SYSTEM_NAMES = {
     "baseline": "baseline (full fine-tuning)",
@@ -261,7 +261,7 @@ def evaluate(
         choices = dataset_choices()
         if dataset not in choices:
             known = "; ".join(choices) or "none here (set MADX_DATA_DIR), so upload a file"
-            raise ValueError(f"unknown data set {dataset!r}; available: {known}")
+            raise ValueError(f"unknown data set {shown(dataset)}; available: {known}")
         task, target, path = choices[dataset]
     if task != entry.task:
         raise ValueError(f"task adapter {entry.name!r} does {entry.task.upper()}, the data set is {task.upper()}")

@@ -105,11 +105,18 @@ def clean_text(text: str | None, what: str = "text", limit: int = MAX_TEXT_CHARS
     )  # category Cc: C0/C1 controls, Cs: surrogates the tokenizer cannot encode
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A visitor's input as quoted in an error message: repr'd and cut, so a 100,000-character input stays short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_name(name: str | None, what: str = "adapter name") -> str:
     name = (name or "").strip()
     if not NAME_RE.match(name):
         raise ValueError(
-            f"{what} {name!r} is not allowed: use 1-40 letters, digits, '-' or '_', starting with a letter or digit"
+            f"{what} {shown(name)} is not allowed: use 1-40 letters, digits, '-' or '_', "
+            "starting with a letter or digit"
         )
     return name
 
@@ -342,7 +349,7 @@ class Registry:
             pool = self.language_adapters() if kind == "language" else self.task_adapters(task)
             what = f"{task.upper() + ' ' if task else ''}{kind} adapter"
             known = ", ".join(e.name for e in pool) or "none yet (train one in the Train tab or upload one)"
-            raise ValueError(f"unknown {what} {name!r}; available: {known}")
+            raise ValueError(f"unknown {what} {shown(name)}; available: {known}")
         return entry
 
     def ensure_loaded(self, backbone: str, entry: AdapterEntry) -> AdapterModel:
@@ -717,12 +724,17 @@ def text_chunks(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, int]]:
 
 
 def visitor_address(request) -> str:
-    """Who a request comes from, for quotas: the client address (on Spaces, the last hop of X-Forwarded-For)."""
-    headers = getattr(request, "headers", None) or {}
-    forwarded = headers.get("x-forwarded-for", "") if hasattr(headers, "get") else ""
-    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-    client = getattr(request, "client", None)
-    return hops[-1] if hops else getattr(client, "host", None) or "unknown"
+    """Who a request comes from, for quotas: the client address.
+
+    On a Space (SPACE_ID is set) the app sits behind Hugging Face's proxy, which appends the real client to
+    X-Forwarded-For, so the last hop is used; elsewhere that header comes from the client itself and is ignored.
+    """
+    client = getattr(getattr(request, "client", None), "host", None) or "unknown"
+    headers = getattr(request, "headers", None)
+    if not os.environ.get("SPACE_ID") or headers is None or not hasattr(headers, "get"):
+        return client
+    hops = [h.strip() for h in (headers.get("x-forwarded-for") or "").split(",") if h.strip()]
+    return hops[-1] if hops else client
 
 
 def visitor_session(request) -> str | None:
