@@ -462,7 +462,8 @@ class Registry:
             final = uploads / name
             try:
                 os.rename(directory, final)  # the reservation made sure nothing is there
-                entry = self.register_dir(final, "uploaded", name, backbone, lang=_saved_name(final))
+                lang = saved if LANG_RE.match(saved) else None  # shown in dropdown labels: a code or nothing
+                entry = self.register_dir(final, "uploaded", name, backbone, lang=lang)
             except BaseException:
                 self.release(name)
                 shutil.rmtree(final, ignore_errors=True)
@@ -503,10 +504,12 @@ def _read_app_meta(directory: Path) -> dict:
 
 
 def _saved_name(directory: Path) -> str | None:
+    """The `name` an adapter was saved under, when it is a string (a file may say anything)."""
     try:
-        return json.loads((directory / "adapter_config.json").read_text(encoding="utf-8")).get("name")
-    except (OSError, ValueError, AttributeError):
+        name = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
+    return name if isinstance(name, str) else None
 
 
 def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
