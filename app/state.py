@@ -161,7 +161,7 @@ def classify_adapter_dir(directory: Path) -> tuple[str, str | None, list[str]]:
     try:
         head_meta = json.loads(head_file.read_text(encoding="utf-8"))
         head = head_meta.get("config") or {}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError) as e:
         raise ValueError(f"{directory.name}/head_config.json is not valid JSON ({e})") from None
     if not isinstance(head, dict):
         raise ValueError(f"{directory.name}/head_config.json has no 'config' object")
@@ -173,7 +173,10 @@ def classify_adapter_dir(directory: Path) -> tuple[str, str | None, list[str]]:
         if head_name and adapter_name and head_name != adapter_name:
             raise ValueError(f"the head is named {head_name!r} but its adapter {adapter_name!r}; the names must match")
     if kind == "tagging":
-        return "task", "ner", sorted(head.get("label2id") or {}, key=lambda k: head["label2id"][k])
+        label2id = head.get("label2id") or {}
+        if not isinstance(label2id, dict) or not all(isinstance(v, int) for v in label2id.values()):
+            raise ValueError(f"{directory.name}/head_config.json: label2id must map labels to whole numbers")
+        return "task", "ner", sorted(label2id, key=label2id.get)
     if kind == "question_answering":
         return "task", "qa", []
     if kind == "masked_lm":
