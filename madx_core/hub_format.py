@@ -112,12 +112,21 @@ def parse_adapter_config(raw: dict | str) -> AdapterConfig:
     rf = raw.get("reduction_factor", 16)
     if isinstance(rf, dict):  # per-layer reduction factors exist in the library, not in MAD-X
         raise ValueError("unsupported adapter config: per-layer reduction_factor")
+    # A file may hold anything: check the types here, so that a bad value is a clear error, not a crash later.
+    for key, value in (("reduction_factor", rf), ("inv_adapter_reduction_factor", inv_rf)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+            raise ValueError(f"adapter config {key}={value!r} must be a positive number")
+    if not isinstance(non_linearity, str) or (inv is not None and not isinstance(inv, str)):
+        raise ValueError("adapter config: non_linearity and inv_adapter must be names")
+    leave_out = raw.get("leave_out") or []
+    if not isinstance(leave_out, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in leave_out):
+        raise ValueError("adapter config: leave_out must be a list of layer numbers")
     return AdapterConfig(
         reduction_factor=rf,
         non_linearity=non_linearity,
         inv_adapter=inv,
         inv_adapter_reduction_factor=inv_rf,
-        leave_out=list(raw.get("leave_out") or []),
+        leave_out=leave_out,
     )
 
 
