@@ -26,7 +26,10 @@ LOW_QA_SCORE = 0.2  # below this the best span is more likely a guess than an an
 
 
 def ner(state: AppState, text: str, backbone: str, lang: str, task_adapter: str) -> tuple[dict, list[dict]]:
-    """Entities in `text` with the stack (lang, task_adapter); long texts are windowed by `tag_text`."""
+    """Entities in `text` with the stack (lang, task_adapter).
+
+    A long text is tagged chunk by chunk in the long lane (`Lanes`); `tag_text` windows each chunk.
+    """
     text = clean_text(text)
     model, tokenizer, stack, head = state.registry.resolve(backbone, lang, task_adapter or "ner", "ner")
 
