@@ -185,6 +185,31 @@ def test_upload_cannot_replace_a_shared_head(app):
     assert own and all(e["score"] > 0.99 for e in own)
 
 
+def test_core_load_adapter_head_as_and_refusing_clashes(tmp_path):
+    """madx_core's side of it: `head_as` names the head, `exist_ok=False` refuses a loaded name and changes nothing."""
+    from transformers import BertConfig
+
+    from madx_core.hub_format import load_adapter
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    model = mx.AdapterModel.from_config(config)
+    model.add_adapter("ner", mx.AdapterConfig(reduction_factor=16))
+    model.add_tagging_head("ner", ["O", "B-PER"])
+    model.save_adapter(tmp_path / "ner", "ner")
+    shared = model.heads["ner"]
+    with pytest.raises(ValueError, match="already loaded"):
+        load_adapter(model, tmp_path / "ner", exist_ok=False)
+    assert model.heads["ner"] is shared
+    assert load_adapter(model, tmp_path / "ner", load_as="mine", head_as="mine", exist_ok=False) == "mine"
+    assert model.heads["ner"] is shared and "mine" in model.heads and "mine" in model.adapters
+    with pytest.raises(ValueError, match="a head named 'ner' is already loaded"):
+        load_adapter(model, tmp_path / "ner", load_as="other", head_as="ner", exist_ok=False)
+    assert "other" not in model.adapters
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 3. Memory from a config: refused before anything is allocated, and memory stays where it was
 
