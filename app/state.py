@@ -200,6 +200,7 @@ class Registry:
         self._lock = threading.RLock()  # guards the dicts and (slow but rare) loading of models and adapters
         self._reserved: set[str] = set()  # names taken by uploads and jobs that are not registered yet
         self._uploads_by: dict[str, list[float]] = {}  # visitor -> times of their accepted uploads
+        self._uploads_in_flight = 0  # uploads being checked and loaded now (they count against the app-wide cap)
         self.scan_shipped()
         self.scan_work()
 
@@ -423,7 +424,11 @@ class Registry:
 
     # --- safe upload and download of adapter zips -----------------------------------------------------
 
-    def _check_upload_quota(self, visitor: str) -> None:
+    def _take_upload_slot(self, visitor: str) -> float:
+        """Count an upload against the quotas before it is read (atomically: simultaneous uploads cannot overshoot).
+
+        Returns the slot's time stamp; `_give_back_upload_slot` returns it when the upload is refused.
+        """
         per_visitor, window, max_count, max_bytes = self.upload_quota
         now = time.monotonic()
         with self._lock:
@@ -435,11 +440,20 @@ class Registry:
                     "please try again later"
                 )
             uploaded = [e for e in self.entries.values() if e.origin == "uploaded"]
-            if len(uploaded) >= max_count:
+            if len(uploaded) + self._uploads_in_flight >= max_count:
                 raise ValueError(f"this app holds its maximum of {max_count} uploaded adapters; no more are accepted")
             used = sum(f.stat().st_size for e in uploaded if e.path for f in e.path.iterdir() if f.is_file())
             if used >= max_bytes:
                 raise ValueError(f"the uploaded adapters fill this app's {max_bytes // 2**20} MB; no more are accepted")
+            recent.append(now)
+            self._uploads_in_flight += 1
+            return now
+
+    def _give_back_upload_slot(self, visitor: str, slot: float, accepted: bool) -> None:
+        with self._lock:
+            self._uploads_in_flight -= 1
+            if not accepted and slot in self._uploads_by.get(visitor, []):
+                self._uploads_by[visitor].remove(slot)  # a refused upload does not count against the visitor
 
     def uploads_by(self, visitor: str) -> int:
         """How many uploads this visitor made within the quota window."""
@@ -454,7 +468,8 @@ class Registry:
         once get two names; a refused upload leaves no folder, no name and no loaded module behind.
         """
         backbone = self.check_backbone(backbone)
-        self._check_upload_quota(visitor)
+        slot = self._take_upload_slot(visitor)
+        accepted = False
         uploads = self.work / "uploads"
         uploads.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".upload.", dir=uploads))
@@ -471,10 +486,10 @@ class Registry:
                 self.release(name)
                 shutil.rmtree(final, ignore_errors=True)
                 raise
-            with self._lock:
-                self._uploads_by.setdefault(visitor, []).append(time.monotonic())
+            accepted = True
             return entry
         finally:
+            self._give_back_upload_slot(visitor, slot, accepted)
             shutil.rmtree(tmp, ignore_errors=True)
 
     def zip_adapter(self, name: str) -> Path:
