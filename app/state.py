@@ -5,6 +5,10 @@ loaded backbone serves all users at once, each with their own language and task 
 it once, under a name that is unique in the whole app. Training mutates a model (train mode, requires_grad), so
 jobs run on a second copy of the backbone, one job at a time; the finished adapter is then loaded into the
 serving model and appears in every user's dropdowns.
+
+The app is public, so this module also holds what keeps visitors apart (README, "Security"): uploads keep only
+AdapterHub files and get their own reserved name, quotas, a long-text lane, per-session results, and errors that
+never show a server path.
 """
 
 from __future__ import annotations
