@@ -41,7 +41,8 @@ def build_app(
 ) -> gr.Blocks:
     """The whole app on one shared state (created from `assets` / `work_dir`, or MADX_ASSETS / MADX_APP_DIR)."""
     state = state or create_state(Path(assets) if assets else None, Path(work_dir) if work_dir else None)
-    with gr.Blocks(title="MAD-X: adapters for cross-lingual transfer") as demo:
+    # delete_cache: Gradio's copies of uploaded files go after an hour, and all of them when the app stops.
+    with gr.Blocks(title="MAD-X: adapters for cross-lingual transfer", delete_cache=(600, 3600)) as demo:
         gr.Markdown(
             "# MAD-X: adapters for cross-lingual transfer\n"
             "One frozen multilingual transformer, small **language adapters** and **task adapters** stacked on it: "
@@ -108,8 +109,9 @@ def launch_kwargs(state: AppState) -> dict:
         "theme": THEME,
         "css": CSS,
         "show_error": True,  # errors outside callbacks (e.g. a malformed upload) still reach the user as text
-        "max_file_size": "100mb",  # larger than the app's own limits, so that the app can say what went wrong
-        "allowed_paths": [str(state.registry.work)],
+        "max_file_size": "60mb",  # above the app's own limits (50 MB zips), so that the app can say what went wrong
+        # Only the app's own zips and CSVs are served; uploads (kept in work/uploads) never are.
+        "allowed_paths": [str(state.registry.downloads)],
     }
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import gradio as gr
 
 from madx_core.adapters import Stack
-from madx_core.evaluation import answer_question, tag_text
+from madx_core.evaluation import Entity, answer_question, tag_text
 from madx_core.model import AdapterModel
 
-from .state import NO_ADAPTER, AppState, clean_text, friendly
+from .state import INFERENCE_WORKERS, NO_ADAPTER, AppState, clean_text, friendly, text_chunks
 
 EXAMPLES_FILE = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
 ENTITY_COLORS = {"PER": "#ffb4a2", "LOC": "#a8dadc", "ORG": "#cdb4db", "DATE": "#ffe08a", "MISC": "#b5e48c"}
@@ -26,10 +26,20 @@ LOW_QA_SCORE = 0.2  # below this the best span is more likely a guess than an an
 
 
 def ner(state: AppState, text: str, backbone: str, lang: str, task_adapter: str) -> tuple[dict, list[dict]]:
-    """Entities in `text` with the stack (lang, task_adapter); long texts are windowed by `tag_text`."""
+    """Entities in `text` with the stack (lang, task_adapter).
+
+    A long text is tagged chunk by chunk in the long lane (`Lanes`); `tag_text` windows each chunk.
+    """
     text = clean_text(text)
     model, tokenizer, stack, head = state.registry.resolve(backbone, lang, task_adapter or "ner", "ner")
-    entities = tag_text(model, tokenizer, text, stack, head)
+
+    def tag(piece: tuple[int, int]) -> list[Entity]:
+        start, end = piece
+        found = tag_text(model, tokenizer, text[start:end], stack, head)
+        return [replace(e, start=e.start + start, end=e.end + start) for e in found]
+
+    # A long text is tagged chunk by chunk in the long lane, so it never holds up one-sentence requests.
+    entities = [e for part in state.lanes.run(len(text), text_chunks(text), tag) for e in part]
     return {"text": text, "entities": entities}, [asdict(e) for e in entities]
 
 
@@ -38,7 +48,9 @@ def qa(state: AppState, question: str, context: str, backbone: str, lang: str, t
     question = clean_text(question, "question", limit=2_000)
     context = clean_text(context, "context")
     model, tokenizer, stack, head = state.registry.resolve(backbone, lang, task_adapter or "qa", "qa")
-    pred = answer_question(model, tokenizer, question, context, stack, head)
+    (pred,) = state.lanes.run(
+        len(context), [context], lambda c: answer_question(model, tokenizer, question, c, stack, head)
+    )
     start = int(getattr(pred, "start", -1))
     end = int(getattr(pred, "end", start + len(pred.text) if start >= 0 else -1))
     score = float(pred.score)
@@ -344,7 +356,7 @@ def build(state: AppState) -> dict:
             return code, code
         return gr.skip(), gr.skip()
 
-    inference = dict(concurrency_limit=4, concurrency_id="inference")
+    inference = dict(concurrency_limit=INFERENCE_WORKERS, concurrency_id="inference")
     ner_btn.click(run_ner, [ner_text, backbone, lang, ner_task], [ner_out, ner_json], api_name="ner", **inference)
     ner_text.submit(
         run_ner, [ner_text, backbone, lang, ner_task], [ner_out, ner_json], api_visibility="private", **inference

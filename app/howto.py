@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from .state import NO_ADAPTER, AppState, clean_text, friendly
+from .state import INFERENCE_WORKERS, NO_ADAPTER, AppState, clean_text, friendly
 
 MAX_DEMO_TOKENS = 256
 
@@ -214,7 +214,7 @@ def build(state: AppState) -> dict:
     def run_stacking(text: str, backbone: str, language_adapter: str, task_adapter: str):
         return stacking(state, text, backbone, language_adapter, task_adapter)
 
-    demo = dict(concurrency_limit=4, concurrency_id="inference")
+    demo = dict(concurrency_limit=INFERENCE_WORKERS, concurrency_id="inference")
     inv_btn.click(run_invertibility, [text, backbone, lang], [inv_json, demo_plot], api_name="invertibility", **demo)
     stack_btn.click(run_stacking, [text, backbone, lang, task], [stack_json, demo_plot], api_name="stacking", **demo)
     return {"lang": lang, "task": task}

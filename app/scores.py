@@ -15,7 +15,7 @@ from madx_core.transfer import SYSTEM_NAMES as CORE_SYSTEM_NAMES
 from madx_core.transfer import reading
 from madx_core.transfer import summarise as core_summarise
 
-from .state import MAX_EVAL_EXAMPLES, NO_ADAPTER, AppState, friendly
+from .state import MAX_EVAL_EXAMPLES, NO_ADAPTER, AppState, check_language, friendly, shown, visitor_session
 
 SYSTEM_NAMES = {**CORE_SYSTEM_NAMES, "baseline": "baseline (full fine-tuning)"}
 SYSTEM_COLORS = {
@@ -246,20 +246,22 @@ def evaluate(
     file_lang: str,
     backbone: str,
     max_examples: float,
+    visitor: str | None = None,
 ) -> list[dict]:
-    """Score the stack (lang, task_adapter) on a data set; the rows are added to the app's results."""
+    """Score the stack (lang, task_adapter) on a data set; the rows are kept for this visitor's session only."""
     limit = int(max_examples or 100)
     if not 1 <= limit <= MAX_EVAL_EXAMPLES:
         raise ValueError(f"max examples must be between 1 and {MAX_EVAL_EXAMPLES}")
+    backbone = state.registry.check_backbone(backbone)
     entry = state.registry.get(task_adapter, "task")
     if file:
         path = Path(file)
-        task, target = entry.task, (file_lang or "").strip() or "unknown"
+        task, target = entry.task, check_language(file_lang)
     else:
         choices = dataset_choices()
         if dataset not in choices:
             known = "; ".join(choices) or "none here (set MADX_DATA_DIR), so upload a file"
-            raise ValueError(f"unknown data set {dataset!r}; available: {known}")
+            raise ValueError(f"unknown data set {shown(dataset)}; available: {known}")
         task, target, path = choices[dataset]
     if task != entry.task:
         raise ValueError(f"task adapter {entry.name!r} does {entry.task.upper()}, the data set is {task.upper()}")
@@ -276,7 +278,8 @@ def evaluate(
         metrics = {"f1": scores["f1"], "em": scores["exact_match"]}
     budget = model.parameter_budget()
     params = budget["adapters"][entry.name] + budget["heads"].get(head, 0)
-    system = "app: " + " + ".join(stack)
+    # The example count is part of the system's name, so a score on a handful of sentences says so in every chart.
+    system = f"app: {' + '.join(stack)} ({len(examples)} examples)"
     rows = [
         {
             "system": system,
@@ -291,7 +294,7 @@ def evaluate(
         }
         for m, v in metrics.items()
     ]
-    state.results.add(rows)
+    state.results.add(rows, visitor)
     return rows
 
 
@@ -322,7 +325,8 @@ def build(state: AppState) -> dict:
         "adapter under the task adapter; *MAD-X, source adapter kept* runs the same task adapter on the English "
         "adapter; *MAD-X –LAD* is a task adapter trained with no language adapter; *–INV* drops the invertible "
         "adapters; *baseline* fine-tunes the whole backbone. Shipped results come from `assets/results.json`; "
-        "evaluations you run below are added as `app: …` systems."
+        "evaluations you run below are added as `app: …` systems with their example count, for you only (this "
+        "browser session)."
     )
     gr.Markdown(shipped_reading(state))
     with gr.Row():
@@ -358,11 +362,11 @@ def build(state: AppState) -> dict:
         ev_btn = gr.Button("Evaluate this stack", variant="primary")
         ev_out = gr.JSON(label="scores")
 
-    def charts(task: str = "ner", metric: str = "f1", heatmap_system: str = "madx"):
+    def charts(task: str = "ner", metric: str = "f1", heatmap_system: str = "madx", visitor: str | None = None):
         if task == "ner" and metric == "em":
             metric = "f1"  # NER has entity F1 only
-        summary = summarise(state.results.rows(), task, metric)
-        csv_path = state.results.csv(reg.work / "results.csv")
+        summary = summarise(state.results.rows(visitor), task, metric)
+        csv_path = state.results.csv(visitor)
         return (
             bars_figure(summary, metric),
             heatmap_figure(summary, metric, heatmap_system),
@@ -372,8 +376,8 @@ def build(state: AppState) -> dict:
         )
 
     @friendly
-    def scores(task: str = "ner", metric: str = "f1", heatmap_system: str = "madx"):
-        return charts(task, metric, heatmap_system)
+    def scores(task: str = "ner", metric: str = "f1", heatmap_system: str = "madx", request: gr.Request = None):
+        return charts(task, metric, heatmap_system, visitor_session(request))
 
     @friendly
     def run_evaluation(
@@ -387,14 +391,18 @@ def build(state: AppState) -> dict:
         task: str,
         metric: str,
         heatmap_system: str,
+        request: gr.Request = None,
     ):
-        rows = evaluate(state, language_adapter, task_adapter, dataset, file, file_language, backbone, max_examples)
-        return rows, *charts(rows[0]["task"], metric if rows[0]["task"] == "qa" else "f1", heatmap_system)
+        visitor = visitor_session(request)
+        rows = evaluate(
+            state, language_adapter, task_adapter, dataset, file, file_language, backbone, max_examples, visitor
+        )
+        return rows, *charts(rows[0]["task"], metric if rows[0]["task"] == "qa" else "f1", heatmap_system, visitor)
 
     chart_outputs = [bars, heat, params, table, csv_btn]
 
-    def redraw(task: str, metric: str, heatmap_system: str):
-        return scores(task, metric, heatmap_system)
+    def redraw(task: str, metric: str, heatmap_system: str, request: gr.Request):
+        return scores(task, metric, heatmap_system, request)
 
     for trigger in (task.change, metric.change, heat_system.change):
         trigger(redraw, [task, metric, heat_system], chart_outputs, api_visibility="private")

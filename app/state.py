@@ -5,11 +5,16 @@ loaded backbone serves all users at once, each with their own language and task 
 it once, under a name that is unique in the whole app. Training mutates a model (train mode, requires_grad), so
 jobs run on a second copy of the backbone, one job at a time; the finished adapter is then loaded into the
 serving model and appears in every user's dropdowns.
+
+The app is public, so this module also holds what keeps visitors apart (README, "Security"): uploads keep only
+AdapterHub files and get their own reserved name, quotas, a long-text lane, per-session results, and errors that
+never show a server path.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -27,6 +32,7 @@ from pathlib import Path
 
 from madx_core.adapters import Stack
 from madx_core.data import atomic_write_text
+from madx_core.hub_format import load_adapter
 from madx_core.model import AdapterModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +47,34 @@ MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
 MAX_EVAL_EXAMPLES = 500
 NO_ADAPTER = "none"  # the language-adapter choice that runs the task adapter alone (MAD-X -LAD)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+NAME_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a catalog name is echoed in errors; a path never is
+LANG_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})?$")  # a language code such as sw, pcm, zh-Hans
 ADAPTER_FILES = ("adapter.safetensors", "pytorch_adapter.bin")
+# The only files kept from an upload and put in a download: configs and weights, nothing a browser would render.
+ADAPTERHUB_FILES = (
+    "adapter_config.json",
+    "adapter.safetensors",
+    "pytorch_adapter.bin",
+    "head_config.json",
+    "model_head.safetensors",
+    "pytorch_model_head.bin",
+)
+APP_META = ".app.json"  # the app's own note beside an adapter it keeps (origin, backbone), read again on restart
+
+# Fair sharing: long texts take one lane, so they never hold every worker while one-sentence requests wait.
+INFERENCE_WORKERS = 8  # Gradio's concurrency for the inference events (long texts hold at most MAX_LONG_REQUESTS)
+LONG_TEXT_CHARS = 5_000  # a NER text or QA context longer than this is a "long" request
+MAX_LONG_REQUESTS = 4  # long requests admitted at once (one computes, the others wait); more are told to retry
+CHUNK_CHARS = 4_000  # a long NER text is tagged in pieces of about this size, taking turns with the others
+MAX_REQUEST_SECONDS = 300  # a long request that has not finished by then is stopped with a message
+
+# Upload quotas: per visitor (client address) and for the whole app, on count and on disk.
+UPLOADS_PER_VISITOR = 10
+UPLOAD_WINDOW_S = 3600
+MAX_UPLOADED_ADAPTERS = 50
+MAX_UPLOADED_BYTES = 500 * 1024 * 1024
+MAX_VISITOR_ROWS = 200  # evaluation rows kept per browser session
+MAX_VISITORS = 1_000  # sessions whose evaluation rows are kept (the oldest are forgotten first)
 
 
 def asset_root() -> Path:
@@ -76,11 +109,18 @@ def clean_text(text: str | None, what: str = "text", limit: int = MAX_TEXT_CHARS
     )  # category Cc: C0/C1 controls, Cs: surrogates the tokenizer cannot encode
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A visitor's input as quoted in an error message: repr'd and cut, so a 100,000-character input stays short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_name(name: str | None, what: str = "adapter name") -> str:
     name = (name or "").strip()
     if not NAME_RE.match(name):
         raise ValueError(
-            f"{what} {name!r} is not allowed: use 1-40 letters, digits, '-' or '_', starting with a letter or digit"
+            f"{what} {shown(name)} is not allowed: use 1-40 letters, digits, '-' or '_', "
+            "starting with a letter or digit"
         )
     return name
 
@@ -125,7 +165,7 @@ def classify_adapter_dir(directory: Path) -> tuple[str, str | None, list[str]]:
     try:
         head_meta = json.loads(head_file.read_text(encoding="utf-8"))
         head = head_meta.get("config") or {}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError) as e:
         raise ValueError(f"{directory.name}/head_config.json is not valid JSON ({e})") from None
     if not isinstance(head, dict):
         raise ValueError(f"{directory.name}/head_config.json has no 'config' object")
@@ -137,7 +177,10 @@ def classify_adapter_dir(directory: Path) -> tuple[str, str | None, list[str]]:
         if head_name and adapter_name and head_name != adapter_name:
             raise ValueError(f"the head is named {head_name!r} but its adapter {adapter_name!r}; the names must match")
     if kind == "tagging":
-        return "task", "ner", sorted(head.get("label2id") or {}, key=lambda k: head["label2id"][k])
+        label2id = head.get("label2id") or {}
+        if not isinstance(label2id, dict) or not all(isinstance(v, int) for v in label2id.values()):
+            raise ValueError(f"{directory.name}/head_config.json: label2id must map labels to whole numbers")
+        return "task", "ner", sorted(label2id, key=label2id.get)
     if kind == "question_answering":
         return "task", "qa", []
     if kind == "masked_lm":
@@ -156,9 +199,19 @@ class Registry:
         self.default_backbone = DEFAULT_BACKBONE
         self.entries: dict[str, AdapterEntry] = {}
         self.version = 0  # bumped whenever an adapter is added, so open pages can refresh their dropdowns
+        self.upload_quota = (UPLOADS_PER_VISITOR, UPLOAD_WINDOW_S, MAX_UPLOADED_ADAPTERS, MAX_UPLOADED_BYTES)
         self._models: dict[str, tuple[AdapterModel, object]] = {}
         self._lock = threading.RLock()  # guards the dicts and (slow but rare) loading of models and adapters
+        self._reserved: set[str] = set()  # names taken by uploads and jobs that are not registered yet
+        self._uploads_by: dict[str, list[float]] = {}  # visitor -> times of their accepted uploads
+        self._uploads_in_flight = 0  # uploads being checked and loaded now (they count against the app-wide cap)
         self.scan_shipped()
+        self.scan_work()
+
+    @property
+    def downloads(self) -> Path:
+        """The one folder the app serves files from: zips and CSVs it wrote itself, never anything uploaded."""
+        return self.work / "downloads"
 
     # --- backbones ---------------------------------------------------------------------------------------
 
@@ -168,13 +221,19 @@ class Registry:
         names = list(getattr(backbones, "CATALOG", {}) or [])
         return [self.default_backbone] + [n for n in names if n != self.default_backbone]
 
+    def check_backbone(self, backbone: str | None) -> str:
+        """A backbone name from the app's own list (empty: the default); never a path or Hub id from a request."""
+        backbone = (backbone or "").strip() or self.default_backbone
+        if backbone not in self.backbone_choices():
+            shown = backbone if len(backbone) <= 60 and NAME_LIKE.match(backbone) else "that"
+            raise ValueError(f"unknown backbone {shown!r}; choose one of: {', '.join(self.backbone_choices())}")
+        return backbone
+
     def model(self, backbone: str | None = None) -> tuple[AdapterModel, object]:
         """The serving model and tokenizer of a backbone, loaded on first use and then shared by everyone."""
         from madx_core.backbones import load_tokenizer
 
-        backbone = backbone or self.default_backbone
-        if backbone not in self.backbone_choices():
-            raise ValueError(f"unknown backbone {backbone!r}; choose one of: {', '.join(self.backbone_choices())}")
+        backbone = self.check_backbone(backbone)
         with self._lock:
             if backbone not in self._models:
                 model = AdapterModel.from_pretrained(backbone)
@@ -186,6 +245,7 @@ class Registry:
         """A fresh, private copy of a backbone for one training job (never the serving model)."""
         from madx_core.backbones import load_tokenizer
 
+        backbone = self.check_backbone(backbone)
         return AdapterModel.from_pretrained(backbone), load_tokenizer(backbone)
 
     # --- adapters ----------------------------------------------------------------------------------------
@@ -204,6 +264,34 @@ class Registry:
                 continue  # a half-written asset: leave it out rather than fail at start-up
             if kind == "task":
                 self._add(AdapterEntry(d.name, "task", task, "shipped", d, lang="en", labels=labels))
+
+    def scan_work(self) -> None:
+        """Register again what the app trained or accepted before a restart: work/{trained,uploads}/<name>/.
+
+        They are loaded on first use, like the shipped ones. A folder that is not a valid adapter any more is left
+        out (and logged); temporary folders of an upload or job cut off by the restart are removed.
+        """
+        import logging
+
+        for sub, origin in (("trained", "trained here"), ("uploads", "uploaded")):
+            root = self.work / sub
+            for d in sorted(root.iterdir()) if root.is_dir() else []:
+                if d.name.startswith("."):
+                    shutil.rmtree(d, ignore_errors=True)  # an unfinished upload or training output
+                    continue
+                try:
+                    if not d.is_dir() or not NAME_RE.match(d.name) or d.name in self.entries:
+                        raise ValueError("not an adapter folder with an app name")
+                    kind, task, labels = classify_adapter_dir(d)
+                    note = _read_app_meta(d)
+                    backbone = note.get("backbone") or self.default_backbone
+                    if backbone not in self.backbone_choices():
+                        raise ValueError(f"its backbone {backbone!r} is not offered here")
+                except ValueError as e:
+                    logging.getLogger("madx_app").warning("not registering %s/%s: %s", sub, d.name, e)
+                    continue
+                lang = note.get("lang") if isinstance(note.get("lang"), str) else None
+                self._add(AdapterEntry(d.name, kind, task, origin, d, lang, backbone=backbone, labels=labels))
 
     def add_hub_adapters(self, backbone: str) -> None:
         """AdapterHub's pre-trained MAD-X language adapters for this backbone, listed only when the Hub is reachable.
@@ -225,12 +313,33 @@ class Registry:
             self.version += 1
         return entry
 
+    def _taken(self, name: str) -> bool:
+        return (
+            name in self.entries
+            or name in self._reserved
+            or (self.work / "trained" / name).exists()
+            or (self.work / "uploads" / name).exists()
+        )
+
     def unique_name(self, wanted: str) -> str:
+        """The first free name among wanted, wanted-2, ... (free: not registered, reserved or on disk)."""
         with self._lock:
             name, i = wanted, 2
-            while name in self.entries:
-                name, i = f"{wanted}-{i}", i + 1
+            while self._taken(name):
+                suffix = f"-{i}"
+                name, i = wanted[: 40 - len(suffix)] + suffix, i + 1
             return name
+
+    def reserve(self, wanted: str) -> str:
+        """Atomically take a unique name for an upload or a training job; `register_dir` or `release` frees it."""
+        with self._lock:
+            name = self.unique_name(wanted)
+            self._reserved.add(name)
+            return name
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            self._reserved.discard(name)
 
     def _all(self) -> list[AdapterEntry]:
         with self._lock:  # a copy: other threads may add adapters meanwhile
@@ -248,7 +357,7 @@ class Registry:
             pool = self.language_adapters() if kind == "language" else self.task_adapters(task)
             what = f"{task.upper() + ' ' if task else ''}{kind} adapter"
             known = ", ".join(e.name for e in pool) or "none yet (train one in the Train tab or upload one)"
-            raise ValueError(f"unknown {what} {name!r}; available: {known}")
+            raise ValueError(f"unknown {what} {shown(name)}; available: {known}")
         return entry
 
     def ensure_loaded(self, backbone: str, entry: AdapterEntry) -> AdapterModel:
@@ -264,8 +373,16 @@ class Registry:
                     from madx_core.backbones import fetch_adapter
 
                     entry.path = Path(fetch_adapter(entry.hub_id))
-                # A language adapter's own head (if a file has one) is never used: load only the adapter.
-                model.load_adapter(entry.path, load_as=entry.name, with_head=entry.kind == "task")
+                # A language adapter's own head (if a file has one) is never used: load only the adapter. A task
+                # adapter's head goes under the adapter's own name, never over another one.
+                load_adapter(
+                    model,
+                    entry.path,
+                    load_as=entry.name,
+                    with_head=entry.kind == "task",
+                    head_as=entry.name,
+                    exist_ok=False,
+                )
         return model
 
     def resolve(
@@ -290,51 +407,109 @@ class Registry:
     def register_dir(
         self, directory: Path, origin: str, name: str, backbone: str, lang: str | None = None
     ) -> AdapterEntry:
-        """Check an adapter directory, load it into the backbone's serving model, and make it selectable."""
-        kind, task, labels = classify_adapter_dir(directory)
-        name = self.unique_name(name)
-        model, _ = self.model(backbone)
-        # Reads safetensors / weights_only tensors and checks every shape before the model changes.
-        model.load_adapter(directory, load_as=name, with_head=kind == "task")
-        return self._add(AdapterEntry(name, kind, task, origin, directory, lang, backbone=backbone, labels=labels))
+        """Check an adapter directory, load it into the backbone's serving model, and make it selectable.
+
+        `name` must have been reserved (or be free); the adapter and its head are loaded under it and nothing that is
+        already loaded is replaced. The app's note beside it lets a restarted app register it again.
+        """
+        try:
+            kind, task, labels = classify_adapter_dir(directory)
+            model, _ = self.model(backbone)
+            with self._lock:
+                if name in self.entries:
+                    raise ValueError(f"an adapter named {name!r} exists already; choose another name")
+                # Reads safetensors / weights_only tensors and checks every shape before the model changes.
+                load_adapter(model, directory, load_as=name, with_head=kind == "task", head_as=name, exist_ok=False)
+                note = {"origin": origin, "backbone": backbone, "lang": lang}
+                atomic_write_text(directory / APP_META, json.dumps(note))
+                return self._add(AdapterEntry(name, kind, task, origin, directory, lang, backbone, labels=labels))
+        finally:
+            self.release(name)
 
     # --- safe upload and download of adapter zips -----------------------------------------------------
 
-    def upload_zip(self, zip_path: str | Path, backbone: str | None = None) -> AdapterEntry:
-        """Extract an uploaded AdapterHub zip safely, load it, and register it under a unique name."""
-        backbone = backbone or self.default_backbone
+    def _take_upload_slot(self, visitor: str) -> float:
+        """Count an upload against the quotas before it is read (atomically: simultaneous uploads cannot overshoot).
+
+        Returns the slot's time stamp; `_give_back_upload_slot` returns it when the upload is refused.
+        """
+        per_visitor, window, max_count, max_bytes = self.upload_quota
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._uploads_by.get(visitor, []) if now - t < window]
+            self._uploads_by[visitor] = recent
+            if len(recent) >= per_visitor:
+                raise ValueError(
+                    f"upload limit reached: {per_visitor} adapters per visitor per {window // 60} minutes; "
+                    "please try again later"
+                )
+            uploaded = [e for e in self.entries.values() if e.origin == "uploaded"]
+            if len(uploaded) + self._uploads_in_flight >= max_count:
+                raise ValueError(f"this app holds its maximum of {max_count} uploaded adapters; no more are accepted")
+            used = sum(f.stat().st_size for e in uploaded if e.path for f in e.path.iterdir() if f.is_file())
+            if used >= max_bytes:
+                raise ValueError(f"the uploaded adapters fill this app's {max_bytes // 2**20} MB; no more are accepted")
+            recent.append(now)
+            self._uploads_in_flight += 1
+            return now
+
+    def _give_back_upload_slot(self, visitor: str, slot: float, accepted: bool) -> None:
+        with self._lock:
+            self._uploads_in_flight -= 1
+            if not accepted and slot in self._uploads_by.get(visitor, []):
+                self._uploads_by[visitor].remove(slot)  # a refused upload does not count against the visitor
+
+    def uploads_by(self, visitor: str) -> int:
+        """How many uploads this visitor made within the quota window."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(now - t < self.upload_quota[1] for t in self._uploads_by.get(visitor, []))
+
+    def upload_zip(self, zip_path: str | Path, backbone: str | None = None, visitor: str = "local") -> AdapterEntry:
+        """Extract an uploaded AdapterHub zip safely, load it, and register it under a new unique name.
+
+        Only the AdapterHub files are kept; the name is reserved atomically, so two uploads of the same adapter at
+        once get two names; a refused upload leaves no folder, no name and no loaded module behind.
+        """
+        backbone = self.check_backbone(backbone)
+        slot = self._take_upload_slot(visitor)
+        accepted = False
         uploads = self.work / "uploads"
         uploads.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".upload.", dir=uploads))
         try:
             directory = extract_adapter_zip(Path(zip_path), tmp)
             saved = _saved_name(directory) or Path(zip_path).stem
-            name = self.unique_name(re.sub(r"[^A-Za-z0-9_-]", "-", saved)[:40].strip("-_") or "uploaded")
+            name = self.reserve(re.sub(r"[^A-Za-z0-9_-]", "-", saved)[:40].strip("-_") or "uploaded")
             final = uploads / name
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(directory, final)
             try:
-                return self.register_dir(final, "uploaded", name, backbone, lang=_saved_name(final))
-            except Exception:
+                os.rename(directory, final)  # the reservation made sure nothing is there
+                lang = saved if LANG_RE.match(saved) else None  # shown in dropdown labels: a code or nothing
+                entry = self.register_dir(final, "uploaded", name, backbone, lang=lang)
+            except BaseException:
+                self.release(name)
                 shutil.rmtree(final, ignore_errors=True)
                 raise
+            accepted = True
+            return entry
         finally:
+            self._give_back_upload_slot(visitor, slot, accepted)
             shutil.rmtree(tmp, ignore_errors=True)
 
     def zip_adapter(self, name: str) -> Path:
-        """A zip of an adapter's AdapterHub directory (`<name>/adapter_config.json`, ...), written atomically."""
+        """A zip of an adapter's AdapterHub files (`<name>/adapter_config.json`, ...) in the downloads folder."""
         entry = self.entries.get(name)
         if entry is None or entry.path is None:
             raise ValueError(f"unknown adapter {name!r}")
-        out = self.work / "zips" / f"{name}.zip"
+        out = self.downloads / f"{name}.zip"
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip", dir=out.parent)
         os.close(fd)
         try:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-                for f in sorted(entry.path.iterdir()):
-                    if f.is_file():
-                        zf.write(f, f"{name}/{f.name}")
+                for file_name in ADAPTERHUB_FILES:
+                    if (entry.path / file_name).is_file():
+                        zf.write(entry.path / file_name, f"{name}/{file_name}")
             os.replace(tmp, out)
         finally:
             if os.path.exists(tmp):
@@ -342,18 +517,30 @@ class Registry:
         return out
 
 
-def _saved_name(directory: Path) -> str | None:
+def _read_app_meta(directory: Path) -> dict:
     try:
-        return json.loads((directory / "adapter_config.json").read_text(encoding="utf-8")).get("name")
-    except (OSError, ValueError, AttributeError):
+        note = json.loads((directory / APP_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return note if isinstance(note, dict) else {}
+
+
+def _saved_name(directory: Path) -> str | None:
+    """The `name` an adapter was saved under, when it is a string (a file may say anything)."""
+    try:
+        name = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
+    return name if isinstance(name, str) else None
 
 
 def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
-    """Extract a zip into `dest`, refusing anything that could escape it; return the adapter directory inside.
+    """Check a zip and extract its one adapter's AdapterHub files (configs and weights) flat into `dest`.
 
     Every member is checked before anything is written: no absolute paths, no `..`, no symlinks or other special
-    files, bounded sizes (declared and actual). Nothing in it is executed or unpickled here.
+    files, bounded sizes (declared and actual). Only the six AdapterHub file names are extracted: anything else
+    (a README, an .html page, a script) is dropped, so nothing from an upload can ever be served or run.
+    Nothing in it is executed or unpickled here.
     """
     if not zip_path.is_file():
         raise ValueError("no file was uploaded")
@@ -382,25 +569,28 @@ def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
             raise ValueError(
                 f"refused: the zip unpacks to {total / 2**20:.0f} MB (limit {MAX_UNZIPPED_BYTES // 2**20} MB)"
             )
+        folders = {str(Path(i.filename).parent) for i in members if Path(i.filename).name == "adapter_config.json"}
+        if not folders:
+            raise ValueError(
+                "the zip holds no adapter: adapter_config.json is missing (zip an AdapterHub adapter folder)"
+            )
+        if len(folders) > 1:
+            raise ValueError("the zip holds several adapters; upload one adapter per zip")
+        folder = folders.pop()
+        kept = [
+            i
+            for i in members
+            if not i.is_dir() and str(Path(i.filename).parent) == folder and Path(i.filename).name in ADAPTERHUB_FILES
+        ]
         written = 0
-        for info in members:
-            target = (dest / info.filename).resolve()
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
+        for info in kept:
+            with zf.open(info) as src, open(dest / Path(info.filename).name, "wb") as out:
                 while chunk := src.read(1 << 20):  # count real bytes: declared sizes can lie
                     written += len(chunk)
                     if written > MAX_UNZIPPED_BYTES:
                         raise ValueError("refused: the zip unpacks to more than the size limit")
                     out.write(chunk)
-    candidates = [p.parent for p in dest.rglob("adapter_config.json")]
-    if not candidates:
-        raise ValueError("the zip holds no adapter: adapter_config.json is missing (zip an AdapterHub adapter folder)")
-    if len(candidates) > 1:
-        raise ValueError("the zip holds several adapters; upload one adapter per zip")
-    return candidates[0]
+    return dest
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -408,40 +598,173 @@ def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
 
 
 class Results:
-    """Rows {system, source, target, task, metric, value, seed, ...}: shipped ones and those added in the app."""
+    """Rows {system, source, target, task, metric, value, seed, ...}: the shipped ones, shared by everyone, and the
+    evaluations each visitor ran, kept for that visitor's browser session only (in memory).
+
+    A visitor's rows never reach other visitors: a score on a one-sentence file must not be drawn next to the
+    full-test-set results that everyone sees.
+    """
 
     def __init__(self, assets: Path, work_dir: Path):
         self.shipped_file = assets / "results.json"
-        self.app_file = work_dir / "app_results.json"
+        self.downloads = work_dir / "downloads"
+        self._by_visitor: dict[str, list[dict]] = {}  # insertion-ordered: the oldest session is forgotten first
         self._lock = threading.Lock()
 
     @staticmethod
     def _read(path: Path) -> list[dict]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return []
         rows = data.get("rows") if isinstance(data, dict) else None
         return [r for r in rows or [] if isinstance(r, dict) and {"system", "target", "metric", "value"} <= set(r)]
 
-    def rows(self) -> list[dict]:
+    def rows(self, visitor: str | None = None) -> list[dict]:
+        """The shipped rows, plus this visitor's own evaluations (none when `visitor` is None)."""
+        with self._lock:
+            own = list(self._by_visitor.get(visitor, [])) if visitor else []
         return [{**r, "origin": "shipped"} for r in self._read(self.shipped_file)] + [
-            {**r, "origin": "app"} for r in self._read(self.app_file)
+            {**r, "origin": "your evaluation"} for r in own
         ]
 
-    def add(self, rows: list[dict]) -> None:
+    def add(self, rows: list[dict], visitor: str | None) -> None:
+        if not visitor:
+            return  # no session to keep them for: the caller still gets its rows
         with self._lock:
-            kept = self._read(self.app_file) + rows
-            atomic_write_text(self.app_file, json.dumps({"rows": kept}, indent=1, ensure_ascii=False))
+            kept = (self._by_visitor.pop(visitor, []) + rows)[-MAX_VISITOR_ROWS:]
+            self._by_visitor[visitor] = kept
+            while len(self._by_visitor) > MAX_VISITORS:
+                self._by_visitor.pop(next(iter(self._by_visitor)))
 
-    def csv(self, path: Path) -> Path:
-        fields = ["system", "source", "target", "task", "metric", "value", "seed", "trainable_parameters", "origin"]
+    def csv(self, visitor: str | None = None) -> Path:
+        """The rows this visitor sees, as CSV in the downloads folder (one file per session, cells made inert)."""
+        fields = [
+            "system",
+            "source",
+            "target",
+            "task",
+            "metric",
+            "value",
+            "seed",
+            "examples",
+            "trainable_parameters",
+            "origin",
+        ]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(self.rows())
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in self.rows(visitor))
+        token = hashlib.sha256(visitor.encode()).hexdigest()[:16] if visitor else "shipped"
+        path = self.downloads / f"results-{token}.csv"
         atomic_write_text(path, buf.getvalue())
         return path
+
+
+def csv_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (= + - @, tab, CR) is prefixed with ' (OWASP)."""
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
+
+
+def check_language(code: str | None) -> str:
+    """A language code typed by a visitor (empty: 'unknown'); it ends up in result rows, so it is kept short."""
+    code = (code or "").strip()
+    if not code:
+        return "unknown"
+    if len(code) > 16 or not LANG_RE.match(code):
+        raise ValueError("the data language must be a language code such as sw, pcm or zh-Hans")
+    return code
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fair sharing of the CPU between visitors
+
+
+class Lanes:
+    """Long texts take turns on one lane, a chunk at a time, and only a few may wait; short requests never queue
+    behind them.
+
+    The inference events have more Gradio workers (INFERENCE_WORKERS) than long requests can hold
+    (MAX_LONG_REQUESTS), so a one-sentence request always finds a free worker; and a long request gives the lane up
+    after every chunk, so four long ones progress side by side and each ends by its deadline.
+    """
+
+    def __init__(self, long_chars: int = LONG_TEXT_CHARS, admitted: int = MAX_LONG_REQUESTS):
+        self.long_chars = long_chars
+        self._admitted = threading.BoundedSemaphore(admitted)
+        self._compute = threading.Lock()
+        self._stopped = threading.Event()
+        self.long_requests = 0  # admitted long requests now (for tests and monitoring)
+        self._count = threading.Lock()
+
+    def run(self, chars: int, pieces: list, work: Callable) -> list:
+        """[work(piece) for piece in pieces]: at once for a short request, in the long lane for a long one."""
+        if chars <= self.long_chars:
+            return [work(piece) for piece in pieces]
+        if not self._admitted.acquire(blocking=False):
+            raise Busy(
+                "the machine is busy with other long texts right now: please try again in a minute, "
+                f"or send a text under {self.long_chars:,} characters"
+            )
+        with self._count:
+            self.long_requests += 1
+        try:
+            deadline = time.monotonic() + MAX_REQUEST_SECONDS
+            results = []
+            for piece in pieces:
+                if self._stopped.is_set():
+                    raise Busy("the app is shutting down; please try again in a minute")
+                if time.monotonic() > deadline:
+                    raise ValueError(
+                        f"this text needed more than {MAX_REQUEST_SECONDS} s of the shared machine; "
+                        "please send a shorter text"
+                    )
+                with self._compute:
+                    results.append(work(piece))
+            return results
+        finally:
+            with self._count:
+                self.long_requests -= 1
+            self._admitted.release()
+
+    def stop(self) -> None:
+        """Make long requests in flight end after their current chunk (the app is closing)."""
+        self._stopped.set()
+
+
+def text_chunks(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, int]]:
+    """(start, end) pieces of at most `size` characters, cut after a line or sentence end, else at a space."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        window = text[start : start + size]
+        cut = max(window.rfind("\n"), window.rfind(". "), window.rfind("。"), window.rfind("! "), window.rfind("? "))
+        if cut < size // 2:
+            cut = window.rfind(" ")
+        end = start + (cut + 1 if cut >= size // 2 else size)
+        pieces.append((start, end))
+        start = end
+    return pieces + [(start, len(text))]
+
+
+def visitor_address(request) -> str:
+    """Who a request comes from, for quotas: the client address.
+
+    On a Space (SPACE_ID is set) the app sits behind Hugging Face's proxy, which appends the real client to
+    X-Forwarded-For, so the last hop is used; elsewhere that header comes from the client itself and is ignored.
+    """
+    client = getattr(getattr(request, "client", None), "host", None) or "unknown"
+    headers = getattr(request, "headers", None)
+    if not os.environ.get("SPACE_ID") or headers is None or not hasattr(headers, "get"):
+        return client
+    hops = [h.strip() for h in (headers.get("x-forwarded-for") or "").split(",") if h.strip()]
+    return hops[-1] if hops else client
+
+
+def visitor_session(request) -> str | None:
+    """The browser session (or gradio_client instance) a request comes from; its own evaluations are kept for it."""
+    return getattr(request, "session_hash", None) or None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -544,7 +867,15 @@ class JobRunner:
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return hide_paths(text.splitlines()[0]) if text else type(e).__name__
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"\\/:,;()]+){2,}[\\/]?")
+
+
+def hide_paths(text: str) -> str:
+    """Replace every absolute path in a message by its last part: errors never show where the app lives."""
+    return _PATH.sub(lambda m: m.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1], text)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -556,11 +887,13 @@ class AppState:
     registry: Registry
     results: Results
     jobs: JobRunner
+    lanes: Lanes = field(default_factory=Lanes)
 
 
 def create_state(assets: Path | None = None, work_dir: Path | None = None) -> AppState:
     registry = Registry(assets, work_dir)
     registry.work.mkdir(parents=True, exist_ok=True)
+    registry.downloads.mkdir(parents=True, exist_ok=True)
     return AppState(registry, Results(registry.assets, registry.work), JobRunner())
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 import plotly.graph_objects as go
+from gradio.utils import get_upload_folder
 
 from madx_core import data as D
 from madx_core.adapters import AdapterConfig
@@ -26,6 +27,7 @@ from .state import (
     check_name,
     friendly,
     offline,
+    visitor_address,
 )
 
 MAX_TRAIN_EXAMPLES = 5_000  # more cannot be seen in 300 steps anyway
@@ -108,6 +110,15 @@ def train_config(steps: float, learning_rate: float, batch_size: float, max_leng
     )
 
 
+def forget_upload(file: str | None) -> None:
+    """Delete an uploaded file from Gradio's upload cache once it is read (only there: never a file of the app)."""
+    if not file:
+        return
+    path = Path(file).resolve()
+    if path.is_file() and path.is_relative_to(Path(get_upload_folder()).resolve()):
+        path.unlink(missing_ok=True)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Jobs (run in the runner's thread)
 
@@ -130,6 +141,9 @@ def language_job(state: AppState, texts: list[str], name: str, backbone: str, co
             result = train_language_adapter(
                 model, tokenizer, texts, name, adapter_config, config, out, job.record, job.cancel.is_set
             )
+        except BaseException:
+            state.registry.release(name)  # nothing was saved: the reserved name is free again
+            raise
         finally:
             model.delete_adapter(name)
         job.state = "loading into the app"
@@ -148,7 +162,7 @@ def task_job(state: AppState, task: str, examples: list, name: str, lang: str, b
         model, tokenizer = _training_model(state, backbone)
         if lang_entry is not None and lang_entry.name not in model.adapters:
             state.registry.ensure_loaded(backbone, lang_entry)  # downloads a Hub adapter once if needed
-            model.load_adapter(lang_entry.path, load_as=lang_entry.name)
+            model.load_adapter(lang_entry.path, load_as=lang_entry.name, with_head=False)
         out = state.registry.work / "trained" / name
         if task == "ner":
             labels = D.label_list(examples)
@@ -170,6 +184,9 @@ def task_job(state: AppState, task: str, examples: list, name: str, lang: str, b
                 job.record,
                 job.cancel.is_set,
             )
+        except BaseException:
+            state.registry.release(name)  # nothing was saved: the reserved name is free again
+            raise
         finally:
             model.delete_adapter(name)
         job.state = "loading into the app"
@@ -325,8 +342,8 @@ def build(state: AppState) -> dict:
         request: gr.Request = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds its tracker by this default)
     ):
-        backbone = backbone or reg.default_backbone
-        name = reg.unique_name(check_name(name, "language code / adapter name"))
+        backbone = reg.check_backbone(backbone)
+        name = check_name(name, "language code / adapter name")
         config = train_config(steps, learning_rate, batch_size, 128, seed)
         texts = collect_texts(text, files, hub_dataset)
         if reg.model(backbone)[0].lm_head is None:
@@ -334,8 +351,13 @@ def build(state: AppState) -> dict:
                 f"backbone {backbone} has no masked-LM head here, so it cannot train a language adapter "
                 "(the offline backbone's head ships as assets/mlm_head/); task adapters still train"
             )
-        work = language_job(state, texts, name, backbone, config)
-        job = state.jobs.start("language", name, backbone, work, owner=getattr(request, "session_hash", None))
+        name = reg.reserve(name)  # atomic: a name in use (registered, reserved or on disk) becomes name-2
+        try:
+            work = language_job(state, texts, name, backbone, config)
+            job = state.jobs.start("language", name, backbone, work, owner=getattr(request, "session_hash", None))
+        except BaseException:
+            reg.release(name)
+            raise
         yield (
             f"⏳ Started: {len(texts):,} lines of text, {config.steps} steps.",
             loss_figure(None),
@@ -357,12 +379,17 @@ def build(state: AppState) -> dict:
         request: gr.Request = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds its tracker by this default)
     ):
-        backbone = backbone or reg.default_backbone
-        name = reg.unique_name(check_name(name))
+        backbone = reg.check_backbone(backbone)  # before anything is read or loaded: only the app's own backbones
+        name = check_name(name)
         config = train_config(steps, learning_rate, batch_size, 128, seed)
         examples = read_task_data(task, file)
-        work = task_job(state, task, examples, name, language_adapter, backbone, config)
-        job = state.jobs.start("task", name, backbone, work, owner=getattr(request, "session_hash", None))
+        name = reg.reserve(name)  # atomic: a name in use (registered, reserved or on disk) becomes name-2
+        try:
+            work = task_job(state, task, examples, name, language_adapter, backbone, config)
+            job = state.jobs.start("task", name, backbone, work, owner=getattr(request, "session_hash", None))
+        except BaseException:
+            reg.release(name)
+            raise
         yield (
             f"⏳ Started: {len(examples):,} {task.upper()} examples, {config.steps} steps.",
             loss_figure(None),
@@ -380,10 +407,13 @@ def build(state: AppState) -> dict:
         return "Cancelling after the current step …"
 
     @friendly
-    def upload_adapter(file: str, backbone: str = ""):
+    def upload_adapter(file: str, backbone: str = "", request: gr.Request = None):
         if not file:
             raise ValueError("choose an adapter zip to upload first")
-        entry = reg.upload_zip(Path(file), backbone or reg.default_backbone)
+        try:
+            entry = reg.upload_zip(Path(file), backbone, visitor=visitor_address(request))
+        finally:
+            forget_upload(file)
         what = f"{entry.task.upper()} task adapter" if entry.kind == "task" else "language adapter"
         return f"✅ Loaded **{entry.name}** ({what}); select it in Explore."
 

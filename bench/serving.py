@@ -7,6 +7,11 @@ of a fixed number of requests, cycling through the shipped NER examples (assets/
 language adapter when one is shipped (else "en"). Every client count is measured in each round, alternating.
 
 python -m bench.serving --json [--requests 112] [--clients 1,8] [--repeats 3]
+python -m bench.serving --json --classroom [--classroom-clients 30] [--classroom-seconds 60]
+
+`--classroom` is the load test of a class on one free CPU Space: 30 clients send `/ner` requests back to back for
+60 s (no pause between a reply and the next request, so it is harsher than people clicking), then four texts just
+under the app's size limit are sent at once and a one-sentence request is timed while they run.
 
 Start-up figures: `since_process_start_s` is measured from the interpreter's start (/proc/self/stat), the other
 phases from the top of this module. The converted offline backbone is cached in ~/.cache/madx: the very first run
@@ -129,12 +134,93 @@ def measure(url: str, work: list[tuple[str, str]], n_clients: int, downloads: st
     return {"latencies": latencies, "wall_s": wall, "errors": errors}
 
 
+def classroom(url: str, work: list[tuple[str, str]], n_clients: int, seconds: float, downloads: str) -> dict:
+    """n_clients clients sending /ner back to back for `seconds`: latencies, throughput and errors."""
+    from gradio_client import Client
+
+    clients = [Client(url, verbose=False, analytics_enabled=False, download_files=downloads) for _ in range(n_clients)]
+    barrier = threading.Barrier(n_clients + 1)
+    errors: list[str] = []
+    stop_at = [0.0]
+
+    def run(i: int) -> list[float]:
+        latencies, k = [], i
+        barrier.wait()
+        while time.perf_counter() < stop_at[0]:
+            text, lang = work[k % len(work)]
+            k += n_clients
+            t = time.perf_counter()
+            try:
+                clients[i].predict(text, language_adapter=lang, api_name="/ner")
+            except Exception as e:  # counted and reported, not raised
+                errors.append(f"{type(e).__name__}: {e}"[:200])
+                continue
+            latencies.append(time.perf_counter() - t)
+        return latencies
+
+    with cf.ThreadPoolExecutor(n_clients) as pool:
+        futures = [pool.submit(run, i) for i in range(n_clients)]
+        start = time.perf_counter()
+        stop_at[0] = start + seconds
+        barrier.wait()
+        lat = sorted(x for f in futures for x in f.result())
+        wall = time.perf_counter() - start
+    return {
+        "clients": n_clients,
+        "seconds": seconds,
+        "requests": len(lat),
+        "requests_per_s": round(len(lat) / wall, 2),
+        "p50_ms": round(_percentile(lat, 50) * 1e3, 1) if lat else None,
+        "p95_ms": round(_percentile(lat, 95) * 1e3, 1) if lat else None,
+        "max_ms": round(lat[-1] * 1e3, 1) if lat else None,
+        "errors": len(errors),
+        "first_errors": errors[:3],
+    }
+
+
+def long_text_probe(state, url: str, short_text: str, downloads: str) -> dict:
+    """Four texts just under the size limit at once, then one sentence: how long the sentence waits."""
+    from gradio_client import Client
+
+    from app.state import MAX_TEXT_CHARS
+
+    long_text = (short_text + "\n") * ((MAX_TEXT_CHARS - 1000) // (len(short_text) + 1))
+    longs = [Client(url, verbose=False, analytics_enabled=False, download_files=downloads) for _ in range(4)]
+    started = time.perf_counter()
+    jobs = [c.submit(long_text, api_name="/ner") for c in longs]
+    while state.lanes.long_requests < 4 and time.perf_counter() - started < 60:
+        time.sleep(0.1)
+    in_flight = state.lanes.long_requests
+    other = Client(url, verbose=False, analytics_enabled=False, download_files=downloads)
+    t = time.perf_counter()
+    other.predict(short_text, api_name="/ner")
+    short_s = time.perf_counter() - t
+    long_done_before = sum(j.done() for j in jobs)
+    long_s = []
+    for job in jobs:
+        try:
+            job.result(timeout=600)
+            long_s.append(round(time.perf_counter() - started, 1))
+        except Exception as e:  # reported: a long text may hit the per-request time cap
+            long_s.append(f"{type(e).__name__}: {e}"[:120])
+    return {
+        "long_text_chars": len(long_text),
+        "long_requests_in_flight": in_flight,
+        "one_sentence_answered_s": round(short_s, 2),
+        "long_requests_finished_before_it": long_done_before,
+        "long_requests_finished_after_s": long_s,
+    }
+
+
 def main() -> None:
     p = parser(__doc__)
     p.set_defaults(repeats=3)
     p.add_argument("--requests", type=int, default=112, help="requests per measurement (8 clients x 14 examples)")
     p.add_argument("--clients", default="1,8", help="comma-separated numbers of concurrent clients")
     p.add_argument("--warmup", type=int, default=0, help="extra untimed requests (each example is sent once anyway)")
+    p.add_argument("--classroom", action="store_true", help="run the classroom load test instead of the rounds")
+    p.add_argument("--classroom-clients", type=int, default=30)
+    p.add_argument("--classroom-seconds", type=float, default=60)
     args = p.parse_args()
     client_counts = [int(c) for c in args.clients.split(",")]
 
@@ -167,6 +253,15 @@ def main() -> None:
     # Warm-up: every example once, so each language adapter is loaded into the serving model before timing.
     for text, lang in _requests(examples, languages, len(examples) + args.warmup):
         client.predict(text, language_adapter=lang, api_name="/ner")
+
+    if args.classroom:
+        work = _requests(examples, languages, len(examples))
+        load = classroom(demo.local_url, work, args.classroom_clients, args.classroom_seconds, str(tmp / "dl"))
+        probe = long_text_probe(state, demo.local_url, examples[0]["text"], str(tmp / "dl"))
+        emit({"benchmark": "serving-classroom", "threads": args.threads, "load": load, "long_texts": probe}, args.json)
+        with contextlib.redirect_stdout(sys.stderr):
+            demo.close()
+        return
 
     work = _requests(examples, languages, args.requests)
     per: dict[int, list[dict]] = {n: [] for n in client_counts}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -230,14 +232,114 @@ def cmd_transfer(args) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Validation: every number and path is checked before a model is loaded or a file is written
+
+# (option, smallest, largest): inclusive bounds; None options keep their defaults. A window needs room for the
+# special tokens and at least a few word pieces (max_length 1 made encode_ner loop forever); 512 is the backbones'
+# position limit.
+NUMERIC_BOUNDS = {
+    "steps": (1, 10_000_000),
+    "batch_size": (1, 4096),
+    "max_length": (8, 512),
+    "lr": (1e-12, 1.0),
+    "time_limit": (1e-3, 1e9),
+    "epochs": (1e-6, 1e6),
+    "reduction_factor": (0.5, 1024),
+    "seed": (0, 2**32 - 1),
+}
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _check_numbers(args) -> None:
+    for option, (low, high) in NUMERIC_BOUNDS.items():
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ValueError(f"{_flag(option)} must be between {_number(low)} and {_number(high)}, not {value}")
+
+
+def _number(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def _check_input_file(spec: str, option: str) -> None:
+    """A local input file must exist and be a file; `hf:` datasets are checked when they are read."""
+    if D.is_hub_spec(spec):
+        return
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"file not found: {spec} ({option})")
+    if not path.is_file():
+        raise ValueError(f"{option} {spec} is a directory, not a file")
+
+
+def _check_adapter(spec: str | None, option: str) -> None:
+    """A local adapter must be an AdapterHub directory; anything else is read as a Hub name (needs the Hub)."""
+    if not spec:
+        return
+    path = Path(spec).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {spec} is a file; give the adapter's directory")
+    if path.is_dir() and not (path / "adapter_config.json").is_file():
+        raise ValueError(f"{option} {spec} is not an adapter: adapter_config.json is missing")
+
+
+def _check_out_dir(args, resumable: bool = False) -> None:
+    """--out must be a new or empty directory (or --overwrite); a file there is never moved or deleted."""
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a directory")
+    if out.is_dir() and any(out.iterdir()) and not resumable and not getattr(args, "overwrite", False):
+        raise ValueError(f"--out {args.out} exists and is not empty; choose a new directory or add --overwrite")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"--out {args.out} cannot be created: {parent.name} is a file")
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {args.out} cannot be created: no permission to write there")
+
+
+def validate(args) -> None:
+    """Check the options of a command before any work starts (one-line errors, exit code 2)."""
+    _check_numbers(args)
+    if getattr(args, "keep_labels", None) is not None and not [t for t in args.keep_labels.split(",") if t.strip()]:
+        raise ValueError("--keep-labels must name at least one entity type, e.g. PER,LOC,ORG")
+    if args.command == "train-lang":  # elsewhere --text is the text itself
+        for spec in args.text:
+            _check_input_file(spec, "--text")
+    if getattr(args, "data", None):
+        _check_input_file(args.data, "--data")
+    if getattr(args, "config", None):
+        _check_input_file(args.config, "--config")
+    _check_adapter(getattr(args, "lang_adapter", None), "--lang-adapter")
+    _check_adapter(getattr(args, "task_adapter", None), "--task-adapter")
+    if getattr(args, "model", None) and not Path(args.model).expanduser().is_dir():
+        raise FileNotFoundError(f"--model {args.model} is not a directory written by train-full")
+    if getattr(args, "predictions", None) and Path(args.predictions).expanduser().is_dir():
+        raise ValueError(f"--predictions {args.predictions} is a directory; give a file name")
+    if getattr(args, "out", None):
+        _check_out_dir(args, resumable=args.command == "transfer")  # a transfer run resumes in its own folder
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`error: ...`) and exit code 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE
     from .training import LANG_ADAPTER_STEPS
 
-    parser = argparse.ArgumentParser(prog="python -m madx_core", description="MAD-X adapters on transformers 5")
+    parser = _Parser(prog="python -m madx_core", description="MAD-X adapters on transformers 5")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, fn, help: str) -> argparse.ArgumentParser:
@@ -257,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
         p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
         p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
+        p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
 
     command("info", cmd_info, "describe a backbone: source, layers, sizes")
 
@@ -316,11 +419,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "name", "unset") is None:
         args.name = args.task
     try:
+        validate(args)
         result = args.fn(args)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         _progress.close()
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except RecursionError:  # json.loads on input nested thousands deep
+        print("error: an input file is nested too deeply to read (malformed JSON?)", file=sys.stderr)
         return 2
     _progress.close()  # before the result: a run cut short by --time-limit leaves its bar open
     _print(result, args.json)

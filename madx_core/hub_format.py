@@ -131,12 +131,21 @@ def parse_adapter_config(raw: dict | str) -> AdapterConfig:
     rf = raw.get("reduction_factor", 16)
     if isinstance(rf, dict):  # per-layer reduction factors exist in the library, not in MAD-X
         raise ValueError("unsupported adapter config: per-layer reduction_factor")
+    # A file may hold anything: check the types here, so that a bad value is a clear error, not a crash later.
+    for key, value in (("reduction_factor", rf), ("inv_adapter_reduction_factor", inv_rf)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+            raise ValueError(f"adapter config {key}={value!r} must be a positive number")
+    if not isinstance(non_linearity, str) or (inv is not None and not isinstance(inv, str)):
+        raise ValueError("adapter config: non_linearity and inv_adapter must be names")
+    leave_out = raw.get("leave_out") or []
+    if not isinstance(leave_out, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in leave_out):
+        raise ValueError("adapter config: leave_out must be a list of layer numbers")
     return AdapterConfig(
         reduction_factor=rf,
         non_linearity=non_linearity,
         inv_adapter=inv,
         inv_adapter_reduction_factor=inv_rf,
-        leave_out=list(raw.get("leave_out") or []),
+        leave_out=leave_out,
     )
 
 
@@ -178,6 +187,8 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path.name} is not valid JSON ({e})") from None
+    except RecursionError:  # JSON nested thousands deep: refuse it like any other malformed file
+        raise ValueError(f"{path.name} is nested too deeply to be a config") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path.name} must hold a JSON object")
     return data
@@ -216,8 +227,102 @@ def to_hub_keys(adapter: Adapter, name: str, model_type: str) -> dict[str, torch
     return out
 
 
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    expected = module.state_dict()
+# ----------------------------------------------------------------------------------------------------------
+# Load and save
+
+
+def load_adapter(
+    model,
+    adapter_dir: str | Path,
+    load_as: str | None = None,
+    with_head: bool = True,
+    head_as: str | None = None,
+    exist_ok: bool = True,
+    on_mismatch: Callable[[str], None] | None = None,
+) -> str:
+    """Load an AdapterHub adapter directory into `model`; everything is checked before the model is changed.
+
+    `head_as` names the head in the model (default: the adapter's name, or the head's own saved name when that
+    differs). With `exist_ok=False` an adapter or head name that is already loaded is refused instead of replaced,
+    which is what a server that loads other people's files needs: an upload can never take over a shared name.
+    Configs are checked against the backbone and against the weight file's shapes on the meta device, so a config
+    that claims a huge module is refused without allocating it. An adapter trained on other backbone weights raises
+    BackboneMismatch, or, with `on_mismatch`, is reported to it (e.g. a warning printer) and loaded anyway.
+    """
+    directory = Path(adapter_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"adapter directory not found: {directory.name or directory}")
+    config_file = directory / "adapter_config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{directory.name} is not an adapter directory: adapter_config.json is missing")
+    meta = _read_json(config_file)
+    if "config" not in meta:
+        raise ValueError(f"{directory.name}/adapter_config.json has no 'config' entry")
+    config = parse_adapter_config(meta["config"])
+    _check_against_backbone(model, config, meta.get("hidden_size"), directory.name)
+    if reason := backbone_mismatch(model, meta, f"adapter {directory.name}"):
+        if on_mismatch is None:
+            raise BackboneMismatch(reason)
+        on_mismatch(reason)
+    weights = _find(directory, ("adapter.safetensors", "pytorch_adapter.bin"))
+    if weights is None:
+        raise ValueError(f"{directory.name} has no adapter.safetensors or pytorch_adapter.bin")
+    saved_name = meta.get("name") or directory.name
+    if not isinstance(saved_name, str):
+        raise ValueError(f"{directory.name}/adapter_config.json: 'name' must be a string")
+    name = load_as or saved_name
+
+    def build() -> Adapter:
+        return Adapter(name, config, model.config.hidden_size, model.num_layers)
+
+    adapter = _build_checked(build, to_local_keys(read_tensors(weights)), f"adapter {saved_name!r}")
+
+    head = name_of_head = None
+    head_file = directory / "head_config.json"
+    if with_head and head_file.is_file():
+        head, head_name = _read_head(model, directory, head_file)
+        name_of_head = head_as or (name if head_name == saved_name else head_name)
+
+    # Everything is read and checked: now change the model (the clash check under the lock, so it is atomic).
+    with model._lock:
+        if not exist_ok and name in model.adapters:
+            raise ValueError(f"an adapter named {name!r} is already loaded; choose another name")
+        if not exist_ok and head is not None and name_of_head in model.heads:
+            raise ValueError(f"a head named {name_of_head!r} is already loaded; choose another name")
+        adapter.requires_grad_(False).train(model.training)
+        model.adapters[name] = adapter.to(model.word_embeddings.weight.device)
+        if head is not None:
+            head.requires_grad_(False).train(model.training)
+            model.heads[name_of_head] = head.to(model.word_embeddings.weight.device)
+    return name
+
+
+def _check_against_backbone(model, config: AdapterConfig, hidden: object, what: str) -> None:
+    """The parts of an adapter config that must agree with the backbone, checked before any module is built."""
+    size = model.config.hidden_size
+    if hidden is not None and hidden != size:
+        raise ValueError(f"adapter {what} was trained for hidden size {hidden}, the model has {size}")
+    if int(size // config.reduction_factor) < 1:
+        raise ValueError(f"adapter {what}: reduction_factor {config.reduction_factor} leaves no bottleneck")
+    if any(not 0 <= i < model.num_layers for i in config.leave_out):
+        raise ValueError(f"adapter {what}: leave_out names layers outside 0-{model.num_layers - 1}")
+
+
+def _build_checked(build, state: dict[str, torch.Tensor], what: str) -> torch.nn.Module:
+    """Build a module with `build()` only once `state` fits it: keys and shapes are compared on the meta device.
+
+    A config could otherwise claim gigabytes (num_labels, layers, a tiny reduction factor) before the weights were
+    looked at; on the meta device the module has shapes but no memory.
+    """
+    with torch.device("meta"):
+        skeleton = build()
+    _check_state(skeleton.state_dict(), state, what)
+    module = build()
+    module.load_state_dict({k: v.float() for k, v in state.items()})
+    return module
+
+
+def _check_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -228,7 +333,6 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
                 f"{what}: weight {key} has shape {tuple(tensor.shape)}, the model needs {tuple(expected[key].shape)} "
                 f"(was it trained for another model or hidden size?)"
             )
-    module.load_state_dict({k: v.float() for k, v in state.items()})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -260,95 +364,69 @@ def backbone_mismatch(model, meta: dict, what: str) -> str | None:
     )
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Load and save
-
-
-def load_adapter(
-    model,
-    adapter_dir: str | Path,
-    load_as: str | None = None,
-    with_head: bool = True,
-    on_mismatch: Callable[[str], None] | None = None,
-) -> str:
-    """Load an AdapterHub adapter directory into `model`; everything is checked before the model is changed.
-
-    An adapter trained on other backbone weights raises BackboneMismatch, or, with `on_mismatch`, is reported to it
-    (e.g. a warning printer) and loaded anyway.
-    """
-    directory = Path(adapter_dir)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"adapter directory not found: {directory}")
-    config_file = directory / "adapter_config.json"
-    if not config_file.is_file():
-        raise ValueError(f"{directory} is not an adapter directory: adapter_config.json is missing")
-    meta = _read_json(config_file)
-    if "config" not in meta:
-        raise ValueError(f"{config_file} has no 'config' entry")
-    config = parse_adapter_config(meta["config"])
-    hidden = meta.get("hidden_size")
-    if hidden is not None and hidden != model.config.hidden_size:
-        raise ValueError(
-            f"adapter {directory.name} was trained for hidden size {hidden}, the model has {model.config.hidden_size}"
-        )
-    if reason := backbone_mismatch(model, meta, f"adapter {directory.name}"):
-        if on_mismatch is None:
-            raise BackboneMismatch(reason)
-        on_mismatch(reason)
-    weights = _find(directory, ("adapter.safetensors", "pytorch_adapter.bin"))
-    if weights is None:
-        raise ValueError(f"{directory} has no adapter.safetensors or pytorch_adapter.bin")
-    saved_name = meta.get("name") or directory.name
-    name = load_as or saved_name
-
-    adapter = Adapter(name, config, model.config.hidden_size, model.num_layers)
-    _load_strict(adapter, to_local_keys(read_tensors(weights)), f"adapter {saved_name!r}")
-
-    head = None
-    head_file = directory / "head_config.json"
-    if with_head and head_file.is_file():
-        head, head_name = _read_head(model, directory, head_file)
-        name_of_head = name if head_name == saved_name else head_name
-
-    # Everything is read and checked: now change the model.
-    with model._lock:
-        adapter.requires_grad_(False).train(model.training)
-        model.adapters[name] = adapter.to(model.word_embeddings.weight.device)
-        if head is not None:
-            head.requires_grad_(False).train(model.training)
-            model.heads[name_of_head] = head.to(model.word_embeddings.weight.device)
-    return name
+def _head_config(model, meta: dict, what: str) -> HeadConfig:
+    """A head config, with its sizes checked: whole positive numbers, and a masked-LM vocabulary that is the model's."""
+    raw = meta.get("config") or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what}: head_config.json's 'config' must be a JSON object")
+    for key in ("num_labels", "layers", "vocab_size"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{what}: head config {key}={value!r} must be a positive whole number")
+    label2id = raw.get("label2id")
+    if label2id is not None and not (isinstance(label2id, dict) and all(isinstance(v, int) for v in label2id.values())):
+        raise ValueError(f"{what}: head config label2id must map labels to whole numbers")
+    try:
+        config = HeadConfig.from_dict(raw)
+    except TypeError as e:
+        raise ValueError(f"{what}: unreadable head config ({e})") from None
+    if config.head_type == "masked_lm":
+        if config.vocab_size is None:
+            config.vocab_size = model.config.vocab_size
+        if config.vocab_size != model.config.vocab_size:
+            raise ValueError(
+                f"{what}: masked-LM head for a vocabulary of {config.vocab_size}, "
+                f"the model has {model.config.vocab_size}"
+            )
+    elif config.label2id is not None and len(config.label2id) != config.num_labels:
+        raise ValueError(f"{what}: head config has {len(config.label2id)} labels but num_labels={config.num_labels}")
+    return config
 
 
 def _read_head(model, directory: Path, head_file: Path) -> tuple[PredictionHead, str]:
     meta = _read_json(head_file)
-    config = HeadConfig.from_dict(meta.get("config") or {})
-    if config.head_type == "masked_lm" and config.vocab_size is None:
-        config.vocab_size = model.config.vocab_size
-    head = PredictionHead(
-        config, model.config.hidden_size, model.config.layer_norm_eps, model.config.hidden_dropout_prob
-    )
+    what = f"head {meta.get('name')!r}"
+    config = _head_config(model, meta, what)
     weights = _find(directory, ("model_head.safetensors", "pytorch_model_head.bin"))
     if weights is None:
-        raise ValueError(f"{directory} has head_config.json but no model_head.safetensors / pytorch_model_head.bin")
+        raise ValueError(
+            f"{directory.name} has head_config.json but no model_head.safetensors / pytorch_model_head.bin"
+        )
     state = {re.sub(r"^heads\.[^.]+\.", "", k): v for k, v in read_tensors(weights).items()}
+    if config.layers > len(state):  # each layer has its own weights: a count the file cannot back is refused
+        raise ValueError(f"{what}: head config has layers={config.layers}, its weights only {len(state)} tensors")
+
+    def build() -> PredictionHead:
+        return PredictionHead(
+            config, model.config.hidden_size, model.config.layer_norm_eps, model.config.hidden_dropout_prob
+        )
+
     if config.head_type == "masked_lm":
         # The decoder is tied to the input embeddings; files may or may not carry a copy of it.
-        state.pop(f"{len(head) - 1}.weight", None)
+        with torch.device("meta"):
+            skeleton = build()
+        decoder = f"{len(skeleton) - 1}.weight"
+        state.pop(decoder, None)
+        _check_state({k: v for k, v in skeleton.state_dict().items() if k != decoder}, state, what)
+        head = build()
         head.decoder.weight = model.word_embeddings.weight
-        expected = {k for k in head.state_dict() if k != f"{len(head) - 1}.weight"}
-        _load_strict_subset(head, state, expected, f"head {meta.get('name')!r}")
+        head.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     else:
-        _load_strict(head, state, f"head {meta.get('name')!r}")
-    return head, meta.get("name") or directory.name
-
-
-def _load_strict_subset(module, state, expected: set[str], what: str) -> None:
-    if set(state) != expected:
-        raise ValueError(
-            f"{what}: missing {sorted(expected - set(state))[:3]}, unexpected {sorted(set(state) - expected)[:3]}"
-        )
-    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        head = _build_checked(build, state, what)
+    name = meta.get("name") or directory.name
+    if not isinstance(name, str):
+        raise ValueError(f"{what}: 'name' must be a string")
+    return head, name
 
 
 def _common_meta(model, name: str) -> dict:

@@ -178,11 +178,14 @@ class AdapterModel(nn.Module):
             if name in self.heads:
                 del self.heads[name]
 
-    def load_adapter(self, adapter_dir: str | Path, load_as: str | None = None, with_head: bool = True) -> str:
-        """Load an adapter (and its head, if saved beside it) in AdapterHub format; returns its name."""
+    def load_adapter(self, adapter_dir: str | Path, load_as: str | None = None, with_head: bool = True, **kw) -> str:
+        """Load an adapter (and its head, if saved beside it) in AdapterHub format; returns its name.
+
+        Keyword options (head_as, exist_ok, on_mismatch) are those of `hub_format.load_adapter`.
+        """
         from .hub_format import load_adapter
 
-        return load_adapter(self, adapter_dir, load_as=load_as, with_head=with_head)
+        return load_adapter(self, adapter_dir, load_as=load_as, with_head=with_head, **kw)
 
     def save_adapter(
         self, out_dir: str | Path, name: str, with_head: bool = True, dtype: torch.dtype | None = None
