@@ -78,3 +78,62 @@ def test_transfer_matrix_writes_results(tmp_path, data_dir):
     again = json.loads((out / "results.json").read_text())["rows"]
     assert summary["rows"] == 12 and again[:10] == kept
     assert {(r["system"], r["seed"]) for r in again[10:]} == {("madx", 2), ("madx-src", 2)}
+
+
+def test_transfer_sources_matrix_and_growing_a_run(tmp_path, data_dir):
+    """Extra source languages fill a source x target matrix; a costly system can run fewer seeds; asking for more
+    seeds later adds only their rows and keeps every finished one."""
+    en = D.read_conll(data_dir / "ner" / "en" / "train.txt")[:30]
+    sw = D.read_conll(data_dir / "ner" / "swa" / "train.txt")[:30]
+    for name, sents in (("en.txt", en), ("sw.txt", sw)):
+        D.write_conll(tmp_path / name, [s.tokens for s in sents], [s.labels for s in sents])
+    tok = make_word_tokenizer([w for s in en + sw for w in s.tokens])
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=1,
+    )
+    BertForMaskedLM(config).save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    cfg = {
+        "backbone": str(tmp_path / "tiny"),
+        "systems": ["madx", "baseline"],
+        "seeds": [1, 2],
+        "texts": {"en": [str(tmp_path / "en.txt")], "sw": [str(tmp_path / "sw.txt")]},
+        "lang_adapter": {"steps": 2, "batch_size": 4},
+        "tasks": {
+            "ner": {
+                "source": "en",
+                "train": str(tmp_path / "en.txt"),
+                "targets": {"en": str(tmp_path / "en.txt"), "sw": str(tmp_path / "sw.txt")},
+                "steps": 2,
+                "batch_size": 8,
+                "system_seeds": {"baseline": [1]},
+                "sources": {"sw": str(tmp_path / "sw.txt")},
+                "source_systems": ["madx"],
+                "source_seeds": [1],
+            }
+        },
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    run_transfer(tmp_path / "cfg.json", out)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    cells = {(r["system"], r["source"], r["target"], r["seed"]) for r in rows}
+    # sw as a source: its own task adapter on the sw adapter, swapped to en (madx) or kept (madx-src)
+    assert {("madx", "sw", "en", 1), ("madx-src", "sw", "en", 1), ("madx", "sw", "sw", 1)} <= cells
+    assert {r["seed"] for r in rows if r["system"] == "baseline"} == {1}  # system_seeds
+    assert {r["seed"] for r in rows if r["system"] == "madx" and r["source"] == "en"} == {1, 2}
+    assert all(r["device"] == "cpu" for r in rows)
+
+    cfg["seeds"] = [1, 2, 3]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run_transfer(tmp_path / "cfg.json", out)
+    again = json.loads((out / "results.json").read_text())["rows"]
+    assert again[: len(rows)] == rows
+    assert {(r["system"], r["seed"]) for r in again[len(rows) :]} == {("madx", 3), ("madx-src", 3)}
