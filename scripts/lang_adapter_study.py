@@ -305,6 +305,28 @@ class Study:
         self.log(f"{key}: dev mean {row['dev_mean']} test mean {row['test_mean']} en {row['en_test_f1']}")
 
 
+def shipped_adapters(study: Study, adapters_dir: Path) -> None:
+    """Held-out MLM loss (against no adapter) and drift of the shipped language adapters, on each language's dev text.
+
+    Evaluation only (no training): the "drift against gain" view of the shipped adapters, for the README's table.
+    """
+    report = {}
+    for lang in ("en", *TARGETS):
+        name = study.model.load_adapter(adapters_dir / lang, load_as=f"shipped-{lang}")
+        lines = study.heldout[lang]
+        plain, _ = mlm_loss_and_drift(study.model, study.tokenizer, lines, None)
+        loss, drift = mlm_loss_and_drift(study.model, study.tokenizer, lines, name)
+        report[lang] = {
+            "no_adapter_mlm_loss": round(plain, 4),
+            "heldout_mlm_loss": round(loss, 4),
+            "drift": round(drift, 4),
+        }
+        study.model.delete_adapter(name)
+        study.log(f"shipped {lang}: {report[lang]}")
+    study.results["shipped_adapters"] = report
+    study.save()
+
+
 RECIPES = [
     # (head, recipe, learning curve?) in priority order: the study stops starting new items when its budget is spent.
     ("heldout", Recipe("lr1e-4_400x16"), True),
@@ -371,10 +393,14 @@ def main() -> None:
     p.add_argument("--max-lines", type=int, default=0, help="cap every text and data set (a quick dry run)")
     p.add_argument("--transfer-config", default="", help="write this config with the chosen recipe to --config-out")
     p.add_argument("--config-out", default="runs/transfer.json")
+    p.add_argument("--shipped", default="", help="only measure the language adapters in this folder (no training)")
     p.add_argument("--head-out", default="", help="where the chosen head goes (default: the shipped head's file)")
     args = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     study = Study(args)
+    if args.shipped:
+        shipped_adapters(study, Path(args.shipped))
+        return
     study.fit_heads()
     study.lad("heldout")
     only = set(filter(None, args.only.split(",")))
