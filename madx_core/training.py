@@ -163,8 +163,12 @@ def _process_state():
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    # PartialState takes the GPU path whenever LOCAL_RANK is set; without a GPU (or under --cpu) it must be told to
+    # use the CPU, or it quietly runs every process alone.
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
     return state if state.num_processes > 1 else None
 
 

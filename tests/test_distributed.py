@@ -1,0 +1,167 @@
+"""Scale-out on a tiny backbone: 2 processes under `accelerate launch` (CPU, gloo) give the weights of 1 process with
+the same global batch and seed; grad-accum gives the weights of one big batch; a killed run resumes to the same weights.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_word_tokenizer
+from safetensors.torch import load_file
+from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+import madx_core as mx
+from madx_core import data as D
+from madx_core.training import Cancelled, TrainConfig, train_language_adapter, train_task_adapter
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "MADX_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+def tiny_config(vocab_size: int, dropout: float) -> XLMRobertaConfig:
+    return XLMRobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        pad_token_id=1,
+        max_position_embeddings=200,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, data_dir):
+    """A tiny backbone directory without dropout (a process's dropout masks depend on the rows it holds), real text."""
+    d = tmp_path_factory.mktemp("dist")
+    sents = D.restrict_labels(D.read_conll(data_dir / "ner" / "en" / "train.txt")[:40], {"PER", "LOC", "ORG"})
+    texts = D.read_text(data_dir / "text" / "udhr" / "sw.txt")[:40]
+    tokenizer = make_word_tokenizer([w for s in sents for w in s.tokens] + [w for t in texts for w in t.split()])
+    torch.manual_seed(0)
+    XLMRobertaForMaskedLM(tiny_config(len(tokenizer), 0.0)).save_pretrained(d / "tiny")
+    tokenizer.save_pretrained(d / "tiny")
+    (d / "sw.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    D.write_conll(d / "en.txt", [s.tokens for s in sents], [s.labels for s in sents])
+    return d, tokenizer, texts, sents
+
+
+def run_cli(args: list[str], processes: int) -> subprocess.CompletedProcess:
+    """`python -m madx_core ...`, or the same under `accelerate launch --multi_gpu --num_processes N` (torchrun)."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    cmd = (launch if processes > 1 else [sys.executable]) + ["-m", "madx_core", *args, "--json"]
+    result = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def assert_same_tensors(a: Path, b: Path, name: str) -> None:
+    x, y = load_file(a / name), load_file(b / name)
+    assert x.keys() == y.keys()
+    for k in x:
+        torch.testing.assert_close(x[k], y[k], rtol=1e-4, atol=1e-5, msg=f"{name}: {k}")
+
+
+def test_two_processes_train_the_same_adapters_as_one(tmp_path, setup):
+    d, *_ = setup
+    common = ["--backbone", str(d / "tiny"), "--steps", "6", "--batch-size", "8", "--seed", "3", "--max-length", "32"]
+    lang = ["train-lang", "--lang", "sw", "--text", str(d / "sw.txt"), "--lr", "1e-3", *common]
+    outs = {}
+    for n in (1, 2):
+        run = run_cli([*lang, "--out", str(tmp_path / f"p{n}" / "sw")], n)
+        report = json.loads(run.stdout)  # one JSON document: only the main process prints
+        assert report["processes"] == n and report["steps"] == 6
+        task = ["train-task", "--task", "ner", "--data", str(d / "en.txt"), "--lr", "5e-3", *common]
+        task += ["--lang-adapter", str(tmp_path / f"p{n}" / "sw"), "--out", str(tmp_path / f"p{n}" / "ner")]
+        assert json.loads(run_cli(task, n).stdout)["processes"] == n
+        # Only the main process writes: the two outputs and nothing else (no second temporary directory, no checkpoint)
+        assert sorted(p.name for p in (tmp_path / f"p{n}").iterdir()) == ["ner", "sw"]
+        outs[n] = tmp_path / f"p{n}"
+    assert_same_tensors(outs[1] / "sw", outs[2] / "sw", "adapter.safetensors")
+    assert_same_tensors(outs[1] / "ner", outs[2] / "ner", "adapter.safetensors")
+    assert_same_tensors(outs[1] / "ner", outs[2] / "ner", "model_head.safetensors")
+    assert mx.AdapterModel.from_pretrained(str(d / "tiny")).load_adapter(outs[2] / "sw") == "sw"  # it loads
+
+
+def tiny_model(tokenizer, dropout: float = 0.1) -> mx.AdapterModel:
+    torch.manual_seed(0)
+    return mx.AdapterModel.from_config(tiny_config(len(tokenizer), dropout), mlm_head=True)
+
+
+def adapter_state(model: mx.AdapterModel, name: str) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.adapters[name].state_dict().items()}
+
+
+def test_grad_accum_equals_one_big_batch(setup):
+    """Without dropout, 4 forward passes of 2 rows make the update of one pass of 8 (same masks, same weighting)."""
+    _, tok, texts, sents = setup
+    states = []
+    for accum in (1, 4):
+        config = TrainConfig(steps=5, batch_size=8, max_length=32, seed=2, learning_rate=1e-3, grad_accum=accum)
+        model = tiny_model(tok, dropout=0.0)
+        train_language_adapter(model, tok, texts, "sw", config=config)
+        states.append(adapter_state(model, "sw"))
+        model.add_adapter("en", mx.AdapterConfig(reduction_factor=2, inv_adapter="nice"))
+        train_task_adapter(model, tok, "ner", sents, "ner", lang_adapter="sw", config=config)
+        states.append(adapter_state(model, "ner"))
+    for a, b in ((states[0], states[2]), (states[1], states[3])):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_cancelled_run_resumes_to_the_same_weights(tmp_path, setup):
+    """With dropout on: optimiser, schedule, data position, masks and dropout streams all come back from the file."""
+    _, tok, texts, _ = setup
+    checkpoint = tmp_path / "sw.checkpoint"
+    config = TrainConfig(steps=9, batch_size=4, max_length=32, seed=5, learning_rate=1e-3, checkpoint_every=3)
+    config.checkpoint, config.resume = str(checkpoint), True
+    whole = tiny_model(tok)
+    plain = TrainConfig(steps=9, batch_size=4, max_length=32, seed=5, learning_rate=1e-3)
+    expected = train_language_adapter(whole, tok, texts, "sw", config=plain)
+
+    calls = iter(range(100))
+    with pytest.raises(Cancelled):  # stops before step 8: the checkpoint of step 6 is on disk
+        train_language_adapter(tiny_model(tok), tok, texts, "sw", config=config, should_stop=lambda: next(calls) >= 7)
+    assert checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["step"] == 6
+    resumed_model = tiny_model(tok)
+    resumed = train_language_adapter(resumed_model, tok, texts, "sw", config=config, out_dir=tmp_path / "sw")
+    assert resumed.resumed_from == 6 and resumed.steps == 9
+    assert resumed.losses == expected.losses
+    for k, v in adapter_state(whole, "sw").items():
+        assert torch.equal(v, adapter_state(resumed_model, "sw")[k]), k
+    assert not checkpoint.exists()  # the finished run removes its checkpoint
+    calls = iter(range(100))
+    with pytest.raises(Cancelled):
+        train_language_adapter(tiny_model(tok), tok, texts, "sw", config=config, should_stop=lambda: next(calls) >= 4)
+    other = TrainConfig(**{**config.__dict__, "batch_size": 8})
+    with pytest.raises(ValueError, match="another run .*batch_size 4 -> 8"):  # refused, never mixed into this run
+        train_language_adapter(tiny_model(tok), tok, texts, "sw", config=other)
+
+
+def test_a_killed_cli_run_resumes_from_its_checkpoint(tmp_path, setup):
+    """SIGKILL a CLI run after its first checkpoint; `--resume` ends with the weights of an uninterrupted run."""
+    d, *_ = setup
+    args = ["train-lang", "--backbone", str(d / "tiny"), "--lang", "sw", "--text", str(d / "sw.txt")]
+    args += ["--steps", "300", "--batch-size", "4", "--max-length", "32", "--seed", "1", "--lr", "1e-3"]
+    run_cli([*args, "--out", str(tmp_path / "whole")], 1)
+    out, checkpoint = tmp_path / "resumed", tmp_path / "resumed.checkpoint"
+    cmd = [sys.executable, "-m", "madx_core", *args, "--out", str(out), "--checkpoint-every", "10"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.is_file() and not out.exists(), "the run ended before it could be killed"
+    report = json.loads(run_cli([*args, "--out", str(out), "--checkpoint-every", "10", "--resume"], 1).stdout)
+    assert report["resumed_from"] >= 10 and report["steps"] == 300
+    assert not checkpoint.exists()
+    assert_same_tensors(tmp_path / "whole", out, "adapter.safetensors")
