@@ -344,6 +344,9 @@ def validate(args) -> None:
     if args.command == "train-lang":  # elsewhere --text is the text itself
         for spec in args.text:
             _check_input_file(spec, "--text")
+    if args.command == "transfer" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # run_transfer writes its adapters and results from every process: one process until it learns not to.
+        raise ValueError("transfer runs in one process; launch it without accelerate launch (or with 1 process)")
     if getattr(args, "grad_accum", 1) > getattr(args, "batch_size", 1):
         raise ValueError(f"--grad-accum {args.grad_accum} is larger than --batch-size {args.batch_size}")
     if getattr(args, "data", None):
