@@ -165,3 +165,44 @@ def test_a_killed_cli_run_resumes_from_its_checkpoint(tmp_path, setup):
     assert report["resumed_from"] >= 10 and report["steps"] == 300
     assert not checkpoint.exists()
     assert_same_tensors(tmp_path / "whole", out, "adapter.safetensors")
+
+
+def test_bad_scale_out_options_are_one_line_errors(tmp_path, setup):
+    d, *_ = setup
+    base = [sys.executable, "-m", "madx_core", "train-lang", "--lang", "sw", "--text", str(d / "sw.txt")]
+    for extra, message in [
+        (["--grad-accum", "8", "--batch-size", "4"], "error: --grad-accum 8 is larger than --batch-size 4"),
+        (["--grad-accum", "0"], "error: --grad-accum must be between 1 and 4,096, not 0"),
+        (["--checkpoint-every", "0"], "error: --checkpoint-every must be between 1 and 10,000,000, not 0"),
+    ]:
+        run = subprocess.run(
+            [*base, "--out", str(tmp_path / "o"), *extra], cwd=REPO, env=ENV, capture_output=True, text=True
+        )
+        assert run.returncode == 2 and run.stderr.strip().splitlines() == [message], run.stderr
+    config = tmp_path / "t.json"
+    config.write_text("{}")
+    run = subprocess.run(
+        [sys.executable, "-m", "madx_core", "transfer", "--config", str(config), "--out", str(tmp_path / "t")],
+        cwd=REPO,
+        env={**ENV, "WORLD_SIZE": "2"},  # as under accelerate launch: validation refuses before any process group
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and run.stderr.strip().startswith("error: transfer runs in one process")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "t").exists()
+
+
+def test_the_paper_config_estimate_follows_from_the_measurement():
+    """The estimate in configs/paper_xlmr_base.json is what bench.paper_cost computes from bench/results/gpu.json."""
+    from bench.paper_cost import CONFIG, MEASURED, estimate
+
+    config = json.loads(CONFIG.read_text())
+    figures = estimate(config, json.loads(MEASURED.read_text()))
+    assert {k: v for k, v in config["estimate"].items() if k != "note"} == figures
+    assert "ESTIMATE" in config["estimate"]["note"]
+    spec = config["lang_adapter"]
+    assert (spec["batch_size"], spec["lr"], spec["reduction_factor"], spec["inv"]) == (64, 1e-4, 2, "nice")
+    assert config["steps_by_size"] == {"large": 250_000, "medium": 100_000, "small": 50_000}
+    assert figures["tokens_per_s"] == {"fp32": 72296, "bf16": 166853}
+    # 250k steps x 64 x 128 tokens at 72,296 tokens/s: 7.87 hours
+    assert figures["hours_per_language"]["large"]["fp32"] == round(250_000 * 64 * 128 / 72296 / 3600, 2) == 7.87
