@@ -330,7 +330,7 @@ def run_training(
     try:
         for step in range(first, total):
             stop = should_stop is not None and should_stop()
-            if state is not None:  # every process must agree to stop, or the others wait forever
+            if state is not None and should_stop is not None:  # all must agree to stop, or the others wait forever
                 from accelerate.utils import reduce
 
                 stop = bool(reduce(torch.tensor([float(stop)], device=device), "sum").item())
@@ -399,8 +399,11 @@ def _shared_backward(step_fn, batch, parts, world, rank, config, device, scaler,
         with autocast(device, config.precision):
             loss = step_fn(batch, rows)
         w = _step_weight(step_fn, rows.stop - rows.start)
+        if w == 0:
+            continue  # a share without a labelled token: its mean loss is NaN and it adds nothing
         scaler.scale(loss * w).backward()
         loss_sum, weight = loss_sum + loss.detach().float() * w, weight + w
+    had_grad = [p.grad is not None for p in params]
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat(
         [g.reshape(-1).float() for g in grads] + [loss_sum.reshape(1), torch.tensor([weight], device=device)]
@@ -409,9 +412,11 @@ def _shared_backward(step_fn, batch, parts, world, rank, config, device, scaler,
         flat = reduce(flat, "sum")  # one all-reduce per optimiser step: the gradients, the loss and the weight
     total_weight = max(float(flat[-1]), 1e-12)
     offset = 0
-    for p, g in zip(params, grads, strict=True):
+    for p, g, had in zip(params, grads, had_grad, strict=True):
         n = g.numel()
-        p.grad = (flat[offset : offset + n] / total_weight).view_as(p).to(p.dtype)
+        part = flat[offset : offset + n]
+        # A parameter no process used keeps no gradient, as in the plain path (AdamW then leaves it alone).
+        p.grad = (part / total_weight).view_as(p).to(p.dtype) if had or part.any() else None
         offset += n
     return float(flat[-2]) / total_weight
 
