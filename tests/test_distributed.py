@@ -4,7 +4,6 @@ the same global batch and seed; grad-accum gives the weights of one big batch; a
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -53,12 +52,15 @@ def setup(tmp_path_factory, data_dir):
     return d, tokenizer, texts, sents
 
 
-def run_cli(args: list[str], processes: int) -> subprocess.CompletedProcess:
+def command(args: list[str], processes: int) -> list[str]:
     """`python -m madx_core ...`, or the same under `accelerate launch --multi_gpu --num_processes N` (torchrun)."""
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
-    cmd = (launch if processes > 1 else [sys.executable]) + ["-m", "madx_core", *args, "--json"]
-    result = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    return (launch if processes > 1 else [sys.executable]) + ["-m", "madx_core", *args, "--json"]
+
+
+def run_cli(args: list[str], processes: int) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(args, processes), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -146,23 +148,36 @@ def test_a_cancelled_run_resumes_to_the_same_weights(tmp_path, setup):
         train_language_adapter(tiny_model(tok), tok, texts, "sw", config=other)
 
 
-def test_a_killed_cli_run_resumes_from_its_checkpoint(tmp_path, setup):
-    """SIGKILL a CLI run after its first checkpoint; `--resume` ends with the weights of an uninterrupted run."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_killed_cli_run_resumes_from_its_checkpoint(tmp_path, setup, processes):
+    """SIGKILL a CLI run (every process) after its first checkpoint; `--resume` ends with the weights of an
+    uninterrupted run. The tiny backbone keeps dropout here, so every process's random state must come back too."""
+    import psutil
+
     d, *_ = setup
-    args = ["train-lang", "--backbone", str(d / "tiny"), "--lang", "sw", "--text", str(d / "sw.txt")]
+    dropout = tmp_path / "tiny-dropout"
+    tok = setup[1]
+    torch.manual_seed(0)
+    XLMRobertaForMaskedLM(tiny_config(len(tok), 0.1)).save_pretrained(dropout)
+    tok.save_pretrained(dropout)
+    args = ["train-lang", "--backbone", str(dropout), "--lang", "sw", "--text", str(d / "sw.txt")]
     args += ["--steps", "300", "--batch-size", "4", "--max-length", "32", "--seed", "1", "--lr", "1e-3"]
-    run_cli([*args, "--out", str(tmp_path / "whole")], 1)
+    run_cli([*args, "--out", str(tmp_path / "whole")], processes)
     out, checkpoint = tmp_path / "resumed", tmp_path / "resumed.checkpoint"
-    cmd = [sys.executable, "-m", "madx_core", *args, "--out", str(out), "--checkpoint-every", "10"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumable = [*args, "--out", str(out), "--checkpoint-every", "10"]
+    proc = subprocess.Popen(
+        command(resumable, processes), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    for child in psutil.Process(proc.pid).children(recursive=True):  # torchrun's workers outlive a killed launcher
+        child.kill()
+    proc.kill()
     proc.wait()
     assert checkpoint.is_file() and not out.exists(), "the run ended before it could be killed"
-    report = json.loads(run_cli([*args, "--out", str(out), "--checkpoint-every", "10", "--resume"], 1).stdout)
-    assert report["resumed_from"] >= 10 and report["steps"] == 300
+    report = json.loads(run_cli([*resumable, "--resume"], processes).stdout)
+    assert report["resumed_from"] >= 10 and report["steps"] == 300 and report["processes"] == processes
     assert not checkpoint.exists()
     assert_same_tensors(tmp_path / "whole", out, "adapter.safetensors")
 
