@@ -145,16 +145,20 @@ def cmd_info(args) -> dict:
 
 
 def cmd_train_lang(args) -> dict:
-    from .training import LANG_ADAPTER_LR, train_language_adapter
+    from .training import LANG_ADAPTER_LR, TextStream, train_language_adapter
 
-    texts = [line for path in args.text for line in D.load_texts(path)]
+    if args.stream:  # --text is read and tokenised a buffer at a time while training, never whole
+        texts = TextStream(args.text, buffer_lines=args.stream_buffer, seed=args.seed)
+    else:
+        texts = [line for path in args.text for line in D.load_texts(path)]
     model, tokenizer = _load(args.backbone)
     inv = None if args.inv == "none" else args.inv
     adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, inv_adapter=inv, non_linearity=args.act)
     config = _train_config(args)
     config.learning_rate = args.lr or LANG_ADAPTER_LR
     result = train_language_adapter(model, tokenizer, texts, args.lang, adapter_config, config, args.out, _progress)
-    return {"out": args.out, "lang": args.lang, "lines": len(texts), **_summary(result)}
+    lines = {"streamed_files": len(args.text)} if args.stream else {"lines": len(texts)}
+    return {"out": args.out, "lang": args.lang, **lines, **_summary(result)}
 
 
 def cmd_train_task(args) -> dict:
@@ -280,6 +284,7 @@ NUMERIC_BOUNDS = {
     "seed": (0, 2**32 - 1),
     "grad_accum": (1, 4096),
     "checkpoint_every": (1, 10_000_000),
+    "stream_buffer": (1, 10_000_000),
 }
 
 
@@ -344,6 +349,8 @@ def validate(args) -> None:
     if args.command == "train-lang":  # elsewhere --text is the text itself
         for spec in args.text:
             _check_input_file(spec, "--text")
+            if args.stream and D.is_hub_spec(spec):
+                raise ValueError(f"--stream reads local files only; {spec} is a Hub dataset (drop --stream)")
     if args.command == "transfer" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # run_transfer writes its adapters and results from every process: one process until it learns not to.
         raise ValueError("transfer runs in one process; launch it without accelerate launch (or with 1 process)")
@@ -413,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inv", choices=["nice", "glow", "none"], default="nice")
     p.add_argument("--reduction-factor", type=float, default=2)
     p.add_argument("--act", default="relu")
+    p.add_argument("--stream", action="store_true", help="read and tokenise --text lazily (files beyond memory)")
+    p.add_argument("--stream-buffer", type=int, default=10_000, help="lines shuffled together when streaming")
     training(p, steps=LANG_ADAPTER_STEPS)
 
     for name, fn, what in [

@@ -256,7 +256,7 @@ def _run_key(config: TrainConfig, total: int, n_features: int, world: int) -> di
 
 def run_training(
     model: AdapterModel,
-    features: list[dict],
+    features: list[dict] | TextStream,
     step_fn: Callable[..., torch.Tensor],
     config: TrainConfig,
     progress: Progress | None = None,
@@ -269,8 +269,11 @@ def run_training(
     attribute, if any, says how many tokens the loss averaged over (default: the rows); the shares' losses are summed
     with those weights and divided by the global total, so the update equals the one of the whole batch.
     """
-    if not features:
+    stream = features if isinstance(features, TextStream) else None
+    if stream is None and not features:
         raise ValueError("no training examples")
+    if stream is not None and config.epochs:
+        raise ValueError("streamed text has no known length: give a number of steps, not epochs")
     if config.grad_accum < 1:
         raise ValueError("grad_accum must be at least 1")
     state = _process_state()
@@ -283,8 +286,10 @@ def run_training(
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    per_epoch = math.ceil(len(features) / config.batch_size)
-    total = max(1, round(config.epochs * per_epoch)) if config.epochs else config.steps
+    if config.epochs:
+        total = max(1, round(config.epochs * math.ceil(len(features) / config.batch_size)))
+    else:
+        total = config.steps
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = int(total * config.warmup_ratio)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -296,7 +301,7 @@ def run_training(
     result = TrainResult(steps=0, seconds=0.0, trainable_parameters=sum(p.numel() for p in params), processes=world)
     result.total_parameters = sum(p.numel() for p in model.parameters())
     parts = world * config.grad_accum
-    key = _run_key(config, total, len(features), world)
+    key = _run_key(config, total, stream.fingerprint() if stream else len(features), world)
     checkpoint = Path(config.checkpoint) if config.checkpoint else None
     first, done_before, batches = 0, 0.0, []
     if state is not None:
@@ -319,7 +324,10 @@ def run_training(
         schedule.load_state_dict(saved["schedule"])
         scaler.load_state_dict(saved["scaler"])
         generator.set_state(saved["generator"])
-        batches = saved["batches"]
+        if stream is not None:
+            stream.load_state_dict(saved["batches"], config.batch_size)
+        else:
+            batches = saved["batches"]
         if hasattr(step_fn, "load_state_dict"):
             step_fn.load_state_dict(saved["step_fn"])
         _set_rng_state(saved["rng"][rank], device)
@@ -336,9 +344,12 @@ def run_training(
                 stop = bool(reduce(torch.tensor([float(stop)], device=device), "sum").item())
             if stop:
                 raise Cancelled(f"cancelled at step {step} of {total}")
-            if not batches:  # a new epoch: reshuffle
-                batches = epoch_batches(features, config.batch_size, generator, config.group_by_length)
-            batch = [features[i] for i in batches.pop()]
+            if stream is not None:
+                batch = stream.next_batch(config.batch_size)
+            else:
+                if not batches:  # a new epoch: reshuffle
+                    batches = epoch_batches(features, config.batch_size, generator, config.group_by_length)
+                batch = [features[i] for i in batches.pop()]
             if parts == 1:  # the plain path, exactly as before scale-out
                 with autocast(device, config.precision):
                     loss = step_fn(batch)
@@ -371,7 +382,7 @@ def run_training(
                         schedule,
                         scaler,
                         generator,
-                        batches,
+                        stream.state_dict() if stream is not None else [list(b) for b in batches],
                         step_fn,
                     )
             over = config.time_limit_s is not None and result.seconds > config.time_limit_s
@@ -443,7 +454,7 @@ def _checkpoint(
                 "schedule": schedule.state_dict(),
                 "scaler": scaler.state_dict(),
                 "generator": generator.get_state(),
-                "batches": [list(b) for b in batches],
+                "batches": batches,  # the unread batches of this epoch, or a TextStream's position
                 "step_fn": step_fn.state_dict() if hasattr(step_fn, "state_dict") else {},
                 "rng": rng,
             },
@@ -470,6 +481,100 @@ def mlm_features(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_lengt
         for ids, special in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True)
         if len(ids) > 2
     ]
+
+
+class TextStream:
+    """Unlabelled text read and tokenised lazily from local files, for corpora larger than memory.
+
+    Lines are read `buffer_lines` at a time (files in order, then again from the start), tokenised, shuffled and
+    length-grouped within that buffer by a seeded generator, and handed out a batch at a time; only one buffer is ever
+    in memory. Its position (file, byte offset, the generator before the buffer's shuffle, batches taken) is small,
+    so a checkpoint resumes in the middle of a pass.
+    """
+
+    def __init__(self, paths: list[str | Path], buffer_lines: int = 10_000, seed: int = 0) -> None:
+        self.paths = [Path(p) for p in paths]
+        for path in self.paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"file not found: {path}")
+        self.buffer_lines, self.seed = buffer_lines, seed
+        self.tokenizer, self.max_length, self.group = None, 128, True
+        self.generator = torch.Generator().manual_seed(seed + 3)
+        self.position = (0, 0)  # (file index, byte offset) of the next unread line
+        self.start, self.start_generator, self.taken, self.passes = (0, 0), self.generator.get_state(), 0, 0
+        self.batches: list[list[dict]] = []
+        self._batch_size = 1
+        self.most_lines_held = 0  # the largest buffer so far, in lines (never more than buffer_lines)
+
+    def bind(self, tokenizer, max_length: int, group: bool) -> TextStream:
+        self.tokenizer, self.max_length, self.group = tokenizer, max_length, group
+        return self
+
+    def fingerprint(self) -> list:
+        """What a checkpoint must agree on: the files, by name and size."""
+        return [[p.name, p.stat().st_size] for p in self.paths]
+
+    def _read_lines(self) -> list[str]:
+        """Up to buffer_lines non-blank lines from the current position; stops at the end of the last file."""
+        lines: list[str] = []
+        index, offset = self.position
+        while index < len(self.paths) and len(lines) < self.buffer_lines:
+            with self.paths[index].open("rb") as f:
+                f.seek(offset)
+                while len(lines) < self.buffer_lines:
+                    raw = f.readline()
+                    if not raw:
+                        break
+                    text = raw.decode("utf-8")
+                    text = (text.lstrip("\ufeff") if offset == 0 else text).strip()
+                    offset = f.tell()
+                    if text:
+                        lines.append(text)
+            if len(lines) < self.buffer_lines:  # this file is done
+                index, offset = index + 1, 0
+        self.position = (index, offset)
+        return lines
+
+    def _fill(self) -> None:
+        wraps = 0
+        while True:
+            if self.position[0] == len(self.paths):  # the end of a pass: from the first file again
+                wraps += 1
+                if wraps > 1:
+                    raise ValueError("no usable text in " + ", ".join(p.name for p in self.paths))
+                self.position, self.passes = (0, 0), self.passes + 1
+            self.start, self.start_generator, self.taken = self.position, self.generator.get_state(), 0
+            lines = self._read_lines()
+            self.most_lines_held = max(self.most_lines_held, len(lines))
+            features = mlm_features(self.tokenizer, lines, self.max_length) if lines else []
+            if features:
+                order = epoch_batches(features, self._batch_size, self.generator, self.group)
+                self.batches = [[features[i] for i in b] for b in order]
+                return
+
+    def next_batch(self, batch_size: int) -> list[dict]:
+        self._batch_size = batch_size
+        if not self.batches:
+            self._fill()
+        self.taken += 1
+        return self.batches.pop()
+
+    def state_dict(self) -> dict:
+        return {
+            "start": list(self.start),
+            "generator": self.start_generator,
+            "taken": self.taken,
+            "passes": self.passes,
+        }
+
+    def load_state_dict(self, state: dict, batch_size: int) -> None:
+        """Re-read the buffer the checkpoint was in, shuffle it as then, and skip the batches already taken."""
+        self._batch_size = batch_size
+        self.position, self.passes = tuple(state["start"]), state["passes"]
+        self.generator.set_state(state["generator"])
+        self._fill()
+        for _ in range(state["taken"]):
+            self.next_batch(batch_size)
 
 
 class _MLMStep:
@@ -522,7 +627,7 @@ def mlm_step_fn(model: AdapterModel, tokenizer, adapters: Stack | None, generato
 def train_language_adapter(
     model: AdapterModel,
     tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
+    texts: list[str] | TextStream,
     lang: str,
     adapter_config: AdapterConfig | None = None,
     config: TrainConfig | None = None,
@@ -530,16 +635,23 @@ def train_language_adapter(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train a MAD-X language adapter named `lang` with MLM on `texts` (backbone and MLM head frozen)."""
+    """Train a MAD-X language adapter named `lang` with MLM on `texts` (backbone and MLM head frozen).
+
+    `texts` is a list of lines, or a TextStream that reads and tokenises its files lazily (corpora beyond memory).
+    """
     if model.lm_head is None:
         raise ValueError("this backbone has no masked-LM head, so it cannot train a language adapter")
     config = config or TrainConfig(
         steps=LANG_ADAPTER_STEPS, batch_size=LANG_ADAPTER_BATCH, learning_rate=LANG_ADAPTER_LR
     )
     adapter_config = adapter_config or AdapterConfig(reduction_factor=2, inv_adapter="nice")
-    features = mlm_features(tokenizer, [t for t in texts if t.strip()], min(config.max_length, model.max_tokens))
-    if not features:
-        raise ValueError(f"no usable text for language {lang!r}")
+    max_length = min(config.max_length, model.max_tokens)
+    if isinstance(texts, TextStream):
+        features = texts.bind(tokenizer, max_length, config.group_by_length)
+    else:
+        features = mlm_features(tokenizer, [t for t in texts if t.strip()], max_length)
+        if not features:
+            raise ValueError(f"no usable text for language {lang!r}")
     seed_everything(config.seed)
     model.add_adapter(lang, adapter_config, overwrite=True)
     model.set_trainable(adapters=[lang])

@@ -17,7 +17,7 @@ from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
 import madx_core as mx
 from madx_core import data as D
-from madx_core.training import Cancelled, TrainConfig, train_language_adapter, train_task_adapter
+from madx_core.training import Cancelled, TextStream, TrainConfig, train_language_adapter, train_task_adapter
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "MADX_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
@@ -221,3 +221,49 @@ def test_the_paper_config_estimate_follows_from_the_measurement():
     assert figures["tokens_per_s"] == {"fp32": 72296, "bf16": 166853}
     # 250k steps x 64 x 128 tokens at 72,296 tokens/s: 7.87 hours
     assert figures["hours_per_language"]["large"]["fp32"] == round(250_000 * 64 * 128 / 72296 / 3600, 2) == 7.87
+
+
+def test_streamed_text_is_read_a_buffer_at_a_time_and_covers_every_line(tmp_path, setup):
+    _, _, texts, _ = setup
+    lines = [f"{i} " + " ".join(texts[i % len(texts)].split()[:5]) for i in range(300)]  # numbered: told apart
+    tok = make_word_tokenizer(w for line in lines for w in line.split())
+    (tmp_path / "a.txt").write_text("\ufeff" + "\n".join(lines[:170]) + "\n\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("\n".join(lines[170:]), encoding="utf-8")  # no final newline
+    numbers = {tok.convert_tokens_to_ids(str(i)) for i in range(300)}
+    assert len(numbers) == 300 and tok.unk_token_id not in numbers
+    stream = TextStream([tmp_path / "a.txt", tmp_path / "b.txt"], buffer_lines=32, seed=1).bind(tok, 200, True)
+    seen = []
+    while stream.passes == 0 or not seen:
+        batch = stream.next_batch(8)
+        if stream.passes == 0:
+            seen += [f["input_ids"][1] for f in batch]
+    assert sorted(seen) == sorted(numbers)  # one pass: every line once, whatever file it is in
+    assert stream.most_lines_held == 32  # never more than one buffer of lines in memory
+
+
+def test_a_streamed_run_resumes_mid_buffer_to_the_same_weights(tmp_path, setup):
+    _, tok, texts, _ = setup
+    (tmp_path / "sw.txt").write_text("\n".join(texts), encoding="utf-8")
+
+    def stream():
+        return TextStream([tmp_path / "sw.txt"], buffer_lines=12, seed=4)
+
+    plain = TrainConfig(steps=14, batch_size=4, max_length=32, seed=4, learning_rate=1e-3)
+    whole = tiny_model(tok)
+    expected = train_language_adapter(whole, tok, stream(), "sw", config=plain)
+    config = TrainConfig(
+        **{**plain.__dict__, "checkpoint": str(tmp_path / "ck"), "checkpoint_every": 5, "resume": True}
+    )
+    calls = iter(range(100))
+    with pytest.raises(Cancelled):
+        train_language_adapter(
+            tiny_model(tok), tok, stream(), "sw", config=config, should_stop=lambda: next(calls) > 11
+        )
+    position = torch.load(tmp_path / "ck", weights_only=True)["batches"]
+    assert position["start"] != [0, 0] and position["taken"] >= 1  # step 10 is past the first buffer, within one
+    resumed_model = tiny_model(tok)
+    resumed = train_language_adapter(resumed_model, tok, stream(), "sw", config=config)
+    assert resumed.resumed_from == 10 and resumed.losses == expected.losses
+    for k, v in adapter_state(whole, "sw").items():
+        assert torch.equal(v, adapter_state(resumed_model, "sw")[k]), k
+    assert sum(expected.losses[-4:]) < sum(expected.losses[:4])  # and it learns
