@@ -241,14 +241,14 @@ def _save_checkpoint(path: Path, state: dict) -> None:
             os.remove(tmp)
 
 
-def _run_key(config: TrainConfig, total: int, n_features: int, world: int) -> dict:
+def _run_key(config: TrainConfig, total: int, data: int | list, world: int) -> dict:
     """What a checkpoint must agree on to be continued: the same run, on the same data, with as many processes."""
     return {
         "total": total,
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "seed": config.seed,
-        "features": n_features,
+        "data": data,  # the number of features, or the streamed files with their sizes
         "processes": world,
         "grad_accum": config.grad_accum,
     }
