@@ -88,6 +88,9 @@ def test_two_processes_train_the_same_adapters_as_one(tmp_path, setup):
         assert sorted(p.name for p in (tmp_path / f"p{n}").iterdir()) == ["ner", "sw"]
         outs[n] = tmp_path / f"p{n}"
     assert_same_tensors(outs[1] / "sw", outs[2] / "sw", "adapter.safetensors")
+    # 2 processes x 2 forward passes each: still the update of the whole batch of 8
+    run_cli([*lang, "--grad-accum", "2", "--out", str(tmp_path / "accum" / "sw")], 2)
+    assert_same_tensors(outs[1] / "sw", tmp_path / "accum" / "sw", "adapter.safetensors")
     assert_same_tensors(outs[1] / "ner", outs[2] / "ner", "adapter.safetensors")
     assert_same_tensors(outs[1] / "ner", outs[2] / "ner", "model_head.safetensors")
     assert mx.AdapterModel.from_pretrained(str(d / "tiny")).load_adapter(outs[2] / "sw") == "sw"  # it loads
