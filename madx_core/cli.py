@@ -18,6 +18,10 @@ from .adapters import AdapterConfig, Stack
 
 
 def _print(result: dict, as_json: bool) -> None:
+    from .training import is_main_process
+
+    if not is_main_process():  # under `accelerate launch`, one result, from the main process
+        return
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
@@ -55,6 +59,14 @@ class _ProgressBar:
 _progress = _ProgressBar()
 
 
+def _log(message: str) -> None:
+    """A note on stderr, from the main process only (not once per process under `accelerate launch`)."""
+    from .training import is_main_process
+
+    if is_main_process():
+        print(message, file=sys.stderr)
+
+
 def _load(backbone: str):
     from .backbones import load_tokenizer
     from .model import AdapterModel
@@ -62,7 +74,7 @@ def _load(backbone: str):
     started = time.perf_counter()
     model = AdapterModel.from_pretrained(backbone)
     tokenizer = load_tokenizer(backbone)
-    print(f"loaded {backbone} ({model.source}) in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    _log(f"loaded {backbone} ({model.source}) in {time.perf_counter() - started:.1f}s")
     return model, tokenizer
 
 
@@ -103,7 +115,23 @@ def _train_config(args):
     if args.lr:
         config.learning_rate = args.lr
     config.time_limit_s = args.time_limit
+    config.grad_accum = args.grad_accum
+    config.checkpoint_every = args.checkpoint_every or 0
+    config.resume = args.resume
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "WORLD_SIZE" not in os.environ:
+        # accelerate 1.x starts several CPU processes only through mpirun: `--cpu --num_processes N` runs one.
+        _log("note: accelerate launch --cpu started one process; for N CPU processes use accelerate launch --multi_gpu")
+    if config.checkpoint_every or config.resume:
+        config.checkpoint = str(checkpoint_path(args.out))
+        if config.resume and not Path(config.checkpoint).is_file():
+            _log(f"no checkpoint at {config.checkpoint}: starting from step 0")
     return config
+
+
+def checkpoint_path(out: str) -> Path:
+    """The resumable state of a run into `out`: a sibling file, since `out` itself appears only when it is done."""
+    out_path = Path(out).expanduser()
+    return out_path.parent / f"{out_path.name}.checkpoint"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -117,16 +145,20 @@ def cmd_info(args) -> dict:
 
 
 def cmd_train_lang(args) -> dict:
-    from .training import LANG_ADAPTER_LR, train_language_adapter
+    from .training import LANG_ADAPTER_LR, TextStream, train_language_adapter
 
-    texts = [line for path in args.text for line in D.load_texts(path)]
+    if args.stream:  # --text is read and tokenised a buffer at a time while training, never whole
+        texts = TextStream(args.text, buffer_lines=args.stream_buffer, seed=args.seed)
+    else:
+        texts = [line for path in args.text for line in D.load_texts(path)]
     model, tokenizer = _load(args.backbone)
     inv = None if args.inv == "none" else args.inv
     adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, inv_adapter=inv, non_linearity=args.act)
     config = _train_config(args)
     config.learning_rate = args.lr or LANG_ADAPTER_LR
     result = train_language_adapter(model, tokenizer, texts, args.lang, adapter_config, config, args.out, _progress)
-    return {"out": args.out, "lang": args.lang, "lines": len(texts), **_summary(result)}
+    lines = {"streamed_files": len(args.text)} if args.stream else {"lines": len(texts)}
+    return {"out": args.out, "lang": args.lang, **lines, **_summary(result)}
 
 
 def cmd_train_task(args) -> dict:
@@ -149,7 +181,7 @@ def cmd_train_task(args) -> dict:
 
 
 def cmd_train_full(args) -> dict:
-    from .training import save_full_model, train_full
+    from .training import finish_run, is_main_process, save_full_model, train_full
 
     examples = _read_task_data(args.task, args.data)
     if args.task == "ner" and args.keep_labels:
@@ -160,7 +192,9 @@ def cmd_train_full(args) -> dict:
     if args.task == "qa":
         config.max_length = max(config.max_length, 384)
     result = train_full(model, tokenizer, args.task, examples, args.task, None, config, _progress)
-    save_full_model(model, tokenizer, args.task, args.out)
+    if is_main_process():
+        save_full_model(model, tokenizer, args.task, args.out)
+    finish_run(config)
     return {"out": args.out, "task": args.task, "examples": len(examples), **_summary(result)}
 
 
@@ -171,6 +205,8 @@ def _summary(result) -> dict:
         "final_loss": round(sum(result.losses[-10:]) / max(1, len(result.losses[-10:])), 4),
         "trainable_parameters": result.trainable_parameters,
         "total_parameters": result.total_parameters,
+        "processes": result.processes,  # the world size actually used (accelerate launch --num_processes)
+        **({"resumed_from": result.resumed_from} if result.resumed_from else {}),
     }
 
 
@@ -246,6 +282,9 @@ NUMERIC_BOUNDS = {
     "epochs": (1e-6, 1e6),
     "reduction_factor": (0.5, 1024),
     "seed": (0, 2**32 - 1),
+    "grad_accum": (1, 4096),
+    "checkpoint_every": (1, 10_000_000),
+    "stream_buffer": (1, 10_000_000),
 }
 
 
@@ -310,6 +349,13 @@ def validate(args) -> None:
     if args.command == "train-lang":  # elsewhere --text is the text itself
         for spec in args.text:
             _check_input_file(spec, "--text")
+            if args.stream and D.is_hub_spec(spec):
+                raise ValueError(f"--stream reads local files only; {spec} is a Hub dataset (drop --stream)")
+    if args.command == "transfer" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # run_transfer writes its adapters and results from every process: one process until it learns not to.
+        raise ValueError("transfer runs in one process; launch it without accelerate launch (or with 1 process)")
+    if getattr(args, "grad_accum", 1) > getattr(args, "batch_size", 1):
+        raise ValueError(f"--grad-accum {args.grad_accum} is larger than --batch-size {args.batch_size}")
     if getattr(args, "data", None):
         _check_input_file(args.data, "--data")
     if getattr(args, "config", None):
@@ -360,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
         p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
         p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
+        p.add_argument(
+            "--grad-accum", type=int, default=1, help="forward passes per optimiser step (--batch-size is split)"
+        )
+        p.add_argument("--checkpoint-every", type=int, default=None, help="write OUT.checkpoint every N steps")
+        p.add_argument("--resume", action="store_true", help="continue from OUT.checkpoint when it exists")
 
     command("info", cmd_info, "describe a backbone: source, layers, sizes")
 
@@ -369,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inv", choices=["nice", "glow", "none"], default="nice")
     p.add_argument("--reduction-factor", type=float, default=2)
     p.add_argument("--act", default="relu")
+    p.add_argument("--stream", action="store_true", help="read and tokenise --text lazily (files beyond memory)")
+    p.add_argument("--stream-buffer", type=int, default=10_000, help="lines shuffled together when streaming")
     training(p, steps=LANG_ADAPTER_STEPS)
 
     for name, fn, what in [
