@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
+from .explore import backbone_choices
 from .state import INFERENCE_WORKERS, NO_ADAPTER, AppState, clean_text, friendly
 
 MAX_DEMO_TOKENS = 256
@@ -192,7 +193,7 @@ def build(state: AppState) -> dict:
             label="text", value="Wanafunzi wa Nairobi walitembelea makumbusho ya taifa jana.", lines=2, scale=3
         )
         backbone = gr.Dropdown(
-            reg.backbone_choices(), value=reg.default_backbone, label="backbone", allow_custom_value=True
+            backbone_choices(state), value=reg.default_backbone, label="backbone", allow_custom_value=True
         )
         lang = gr.Dropdown(
             [], value="sw" if "sw" in reg.entries else "en", label="language adapter", allow_custom_value=True
