@@ -33,7 +33,12 @@ footer {display: none !important}
   .gradio-container .row {flex-wrap: wrap !important}
   .gradio-container .row > * {min-width: min(100%, 160px) !important}
   .js-plotly-plot, .plot-container {max-width: 100% !important}
-  .tab-wrapper, .tab-container {max-width: 100% !important; overflow-x: auto}
+  /* The four tab names fit a phone's width with tighter padding (else the bar widens the page). */
+  .tab-container button {padding-left: 6px !important; padding-right: 6px !important; font-size: 0.95em}
+  /* A wide table scrolls inside its own box. */
+  #results-table, #results-table .table-container, #results-table .table-wrap,
+  #results-table .virtual-table-viewport, #results-table .upload-container {
+    width: 100% !important; max-width: 100% !important; min-width: 0 !important; overflow-x: auto !important}
 }
 """
 REFRESH_SECONDS = 5  # how soon an adapter trained or uploaded by someone else appears in an open page

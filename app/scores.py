@@ -504,7 +504,8 @@ def build(state: AppState) -> dict:
         heat = gr.Plot(label="source × target", min_width=280)
         params = gr.Plot(label="score vs trainable parameters", min_width=280)
     table = gr.Dataframe(
-        headers=TABLE_HEADERS, label="results (mean over seeds; scores 0-100)", interactive=False, wrap=True
+        headers=TABLE_HEADERS, label="results (mean over seeds; scores 0-100)", interactive=False, wrap=True,
+        elem_id="results-table",
     )
     csv_btn = gr.DownloadButton("Download all results (CSV)")
 
