@@ -27,20 +27,28 @@ CSS = """
 footer {display: none !important}
 /* Highlighted text: words are never cut in the middle ("World H ealth"), long ones wrap at their edges. */
 .madx-highlight, .madx-highlight * {word-break: normal !important; overflow-wrap: break-word !important}
-/* Phones: nothing may be wider than the screen. */
 @media (max-width: 640px) {
-  .gradio-container {padding-left: 6px !important; padding-right: 6px !important}
-  .gradio-container .row {flex-wrap: wrap !important}
-  .gradio-container .row > * {min-width: min(100%, 160px) !important}
-  .js-plotly-plot, .plot-container {max-width: 100% !important}
+  .row {flex-wrap: wrap !important}
+  .row > * {min-width: min(100%, 160px) !important}
+  .js-plotly-plot, .plot-container, .svg-container {max-width: 100% !important; overflow: hidden !important}
   /* The four tab names fit a phone's width with tighter padding (else the bar widens the page). */
   .tab-container button {padding-left: 6px !important; padding-right: 6px !important; font-size: 0.95em}
+  .tabs, .tabitem {min-width: 0 !important}
   /* A wide table scrolls inside its own box. */
-  #results-table, #results-table .table-container, #results-table .table-wrap,
-  #results-table .virtual-table-viewport, #results-table .upload-container {
-    width: 100% !important; max-width: 100% !important; min-width: 0 !important; overflow-x: auto !important}
+  #results-table {max-width: calc(100vw - 24px) !important; overflow-x: auto !important}
+  #results-table .table-container, #results-table .table-wrap {max-width: 100% !important; min-width: 0 !important}
 }
 """
+# Page-level rules go into <head>: Gradio scopes `css` to the app's content, which the page frame is outside of.
+HEAD = """<style>
+@media (max-width: 640px) {
+  /* Phones: the page frame may shrink to the screen; wide content scrolls in its own box. */
+  .gradio-container {min-width: 0 !important; max-width: 100vw !important}
+  .gradio-container .main.fillable {min-width: 0 !important; padding-left: 10px !important;
+    padding-right: 10px !important}
+  .gradio-container .main.fillable > .wrap, .gradio-container main.contain {min-width: 0 !important}
+}
+</style>"""
 REFRESH_SECONDS = 5  # how soon an adapter trained or uploaded by someone else appears in an open page
 
 
@@ -139,6 +147,7 @@ def launch_kwargs(state: AppState) -> dict:
     return {
         "theme": THEME,
         "css": CSS,
+        "head": HEAD,
         "show_error": True,  # errors outside callbacks (e.g. a malformed upload) still reach the user as text
         "max_file_size": "60mb",  # above the app's own limits (50 MB zips), so that the app can say what went wrong
         # Only the app's own zips and CSVs are served; uploads (kept in work/uploads) never are.

@@ -278,8 +278,8 @@ def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> 
         box("embeddings (frozen)", "#e2e2e2"),
     ]
     table = "".join(
-        f"<tr><td>{html.escape(r['part'])}</td><td style='text-align:right'>{r['parameters']:,}</td>"
-        f"<td style='text-align:right'>{_fmt(r['parameters'])}</td>"
+        f"<tr><td style='overflow-wrap:anywhere'>{html.escape(r['part'])}</td>"
+        f"<td style='text-align:right;white-space:nowrap' title='{r['parameters']:,}'>{_fmt(r['parameters'])}</td>"
         f"<td style='text-align:right'>{_percent(r['percent_of_backbone'])}</td></tr>"
         for r in budget.values()
     )
@@ -290,7 +290,7 @@ def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> 
         f"<div style='flex:1 1 240px;min-width:0;max-width:360px'>{''.join(parts)}</div>"
         "<div style='flex:1 1 280px;min-width:0;overflow-x:auto'><b>Parameter budget</b>"
         "<table style='width:100%;font-size:0.9em'><tr><th style='text-align:left'>part</th><th>parameters</th>"
-        f"<th></th><th>% of backbone</th></tr>{table}</table>"
+        f"<th>% of backbone</th></tr>{table}</table>"
         "<p style='font-size:0.85em;opacity:0.8'>One backbone serves every language and task; a new language costs "
         "one language adapter, a new task one task adapter.</p></div></div>"
     )

@@ -132,7 +132,7 @@ def bars_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Figur
         )
     fig.update_layout(
         barmode="group",
-        title=f"zero-shot transfer per target language ({_metric_name(task, metric)})",
+        title=f"zero-shot transfer per target language<br>({_metric_name(task, metric)})",
         xaxis_title="target language",
         yaxis=dict(title=_metric_name(task, metric), range=[0, 100]),
         height=400,
@@ -165,7 +165,7 @@ def heatmap_figure(summary: list[dict], metric: str, system: str, task: str = "n
         )
     )
     fig.update_layout(
-        title=f"{system_name(system)}: source × target ({_metric_name(task, metric)})",
+        title=f"{system_name(system)}:<br>source × target ({_metric_name(task, metric)})",
         xaxis_title="target language",
         yaxis_title="source language",
         height=260 + 40 * len(sources),
@@ -182,7 +182,9 @@ def params_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Fig
     fig = go.Figure()
     points = []
     for system in _order({s["system"] for s in summary}):
-        rows = [s for s in summary if s["system"] == system and s["trainable_parameters"]]
+        rows = [
+            s for s in summary if s["system"] == system and s["trainable_parameters"] and s["target"] != s["source"]
+        ]
         if rows:
             params = statistics.fmean(r["trainable_parameters"] for r in rows)
             points.append((system, params, statistics.fmean(r["mean"] for r in rows), len(rows)))
@@ -201,8 +203,8 @@ def params_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Fig
             )
         )
     fig.update_layout(
-        title=f"mean {metric.upper()} over targets vs trainable parameters",
-        xaxis=dict(title="trainable parameters (log scale)", type="log", exponentformat="power"),
+        title=f"mean zero-shot {metric.upper()} vs<br>trainable parameters",
+        xaxis=dict(title="trainable parameters (log scale)", type="log", tickformat="~s"),
         yaxis_title=_metric_name(task, metric),
         showlegend=True,
         legend=dict(orientation="h", y=-0.3),
