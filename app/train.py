@@ -304,10 +304,10 @@ def build(state: AppState) -> dict:
             )
             with gr.Row():
                 lang_name = gr.Textbox(label="language code / adapter name", value="my-lang", max_lines=1)
-                lang_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=50, step=1, label="steps")
+                lang_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=50, step=1, label="steps", elem_id="lang-steps")
                 lang_lr = gr.Number(value=5e-4, label="learning rate")
             lang_text = gr.Textbox(label="text (one sentence or paragraph per line)", lines=6, elem_id="lang-text")
-            sample_btn = gr.Button("Fill in a sample text (Swahili, written for this app)", size="sm")
+            sample_btn = gr.Button("Fill in a sample text (Swahili, written for this app)", size="sm", elem_id="lang-sample")
             with gr.Row():
                 lang_files = gr.File(label="or upload UTF-8 .txt files", file_count="multiple", file_types=[".txt"])
                 hub_dataset = gr.Textbox(
@@ -319,7 +319,7 @@ def build(state: AppState) -> dict:
             with gr.Row():
                 lang_batch = gr.Slider(1, 32, value=8, step=1, label="batch size")
                 lang_seed = gr.Number(value=0, label="seed", precision=0)
-            lang_btn = gr.Button("Train language adapter", variant="primary")
+            lang_btn = gr.Button("Train language adapter", variant="primary", elem_id="lang-train")
         with gr.Tab("Task adapter"):
             gr.Markdown(
                 "A task adapter (reduction factor 16) and its head, stacked on a frozen language adapter of the "

@@ -98,6 +98,13 @@ def shoot(url: str, out: Path) -> dict:
                 report[f"{size} first NER result y"] = page.evaluate(
                     "() => Math.round(document.querySelector('#ner-out').getBoundingClientRect().top + window.scrollY)"
                 )
+                page.locator("#ner-compare").click()
+                expect(page.locator("#compare-summary")).to_contain_text("ner_lad", timeout=90_000)
+                page.wait_for_timeout(1200)
+                report[f"{size} compare top after click"] = page.evaluate(
+                    "() => Math.round(document.querySelector('#compare').getBoundingClientRect().top)"
+                )
+                page.evaluate("() => window.scrollTo(0, 0)")
                 for key, name in TABS:
                     open_tab(page, name)
                     if key == "scores":
