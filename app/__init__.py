@@ -29,7 +29,7 @@ footer {display: none !important}
 .madx-highlight, .madx-highlight * {word-break: normal !important; overflow-wrap: break-word !important}
 @media (max-width: 640px) {
   .row {flex-wrap: wrap !important}
-  .row > * {min-width: min(100%, 160px) !important}
+  .row > .column, .row > .block, .row > .form {flex: 1 1 100% !important; min-width: 100% !important}
   .js-plotly-plot, .plot-container, .svg-container {max-width: 100% !important; overflow: hidden !important}
   /* The four tab names fit a phone's width with tighter padding (else the bar widens the page). */
   .tab-container button {padding-left: 6px !important; padding-right: 6px !important; font-size: 0.95em}

@@ -91,8 +91,7 @@ def qa_note(score: float, text: str) -> str:
             return (
                 f"Confidence {score:.2f} ({level}): on XQuAD, the shipped QA adapters' answers with a score between "
                 f"{b['from']:.2f} and {b['to']:.2f} were right (token F1 ≥ 0.5) {100 * right:.0f}% of the time "
-                f"({b['answers']} answers)."
-                + (" The context may not contain the answer." if level == "low" else "")
+                f"({b['answers']} answers)." + (" The context may not contain the answer." if level == "low" else "")
             )
     if score < LOW_QA_SCORE:
         return f"Low confidence ({score:.2f}): the context may not contain the answer; this is the model's best guess."
@@ -248,11 +247,7 @@ def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> 
         arrow if task_name else "",
         "<div style='border:2px dashed #888;border-radius:10px;padding:6px;margin:2px 0'>"
         f"<div style='text-align:center;font-size:0.85em'>× {n_layers} transformer layers (frozen)</div>"
-        + (
-            box(f"<b>task adapter</b> '{html.escape(task_name)}'", "#ffc58f", html.escape(trained))
-            if task_name
-            else ""
-        )
+        + (box(f"<b>task adapter</b> '{html.escape(task_name)}'", "#ffc58f", html.escape(trained)) if task_name else "")
         + (arrow if task_name and lang_name else "")
         + (
             box(f"<b>language adapter</b> '{html.escape(lang_name)}'", "#9be3a4", "swap it to change language")
@@ -360,11 +355,19 @@ def build(state: AppState) -> dict:
         gr.Markdown(adapters_summary(state), elem_id="adapters-summary")
     with gr.Row():
         backbone = gr.Dropdown(
-            backbone_choices(state), value=reg.default_backbone, label="backbone", allow_custom_value=True, scale=1,
+            backbone_choices(state),
+            value=reg.default_backbone,
+            label="backbone",
+            allow_custom_value=True,
+            scale=1,
             min_width=160,
         )
         lang = gr.Dropdown(
-            [(NO_ADAPTER, NO_ADAPTER)], value=default_lang, label="language adapter", allow_custom_value=True, scale=2,
+            [(NO_ADAPTER, NO_ADAPTER)],
+            value=default_lang,
+            label="language adapter",
+            allow_custom_value=True,
+            scale=2,
             min_width=160,
         )
     active = gr.State("ner")  # which sub-tab is open: the diagram shows its task adapter
@@ -381,7 +384,9 @@ def build(state: AppState) -> dict:
                     ner_task = gr.Dropdown([], value="ner", label="NER task adapter", allow_custom_value=True)
                 with gr.Column(scale=1, min_width=280):
                     ner_out = gr.HighlightedText(
-                        label="entities (type and confidence)", color_map=SCORE_COLORS, elem_id="ner-out",
+                        label="entities (type and confidence)",
+                        color_map=SCORE_COLORS,
+                        elem_id="ner-out",
                         elem_classes=["madx-highlight"],
                     )
                     ner_note = gr.Markdown(elem_id="ner-note")
@@ -408,7 +413,9 @@ def build(state: AppState) -> dict:
                     qa_task = gr.Dropdown([], value="qa", label="QA task adapter", allow_custom_value=True)
                 with gr.Column(scale=1, min_width=280):
                     qa_out = gr.HighlightedText(
-                        label="answer in the context", color_map=SCORE_COLORS, elem_id="qa-out",
+                        label="answer in the context",
+                        color_map=SCORE_COLORS,
+                        elem_id="qa-out",
                         elem_classes=["madx-highlight"],
                     )
                     qa_note_md = gr.Markdown(elem_id="qa-note")
@@ -436,7 +443,10 @@ def build(state: AppState) -> dict:
         with gr.Row():
             cmp_outs = [
                 gr.HighlightedText(
-                    label=t, color_map=SCORE_COLORS, elem_classes=["madx-highlight"], min_width=200,
+                    label=t,
+                    color_map=SCORE_COLORS,
+                    elem_classes=["madx-highlight"],
+                    min_width=200,
                     elem_id=f"compare-{i}",
                 )
                 for i, t in enumerate(

@@ -184,11 +184,7 @@ def stacking(state: AppState, text: str, backbone: str, lang: str, task_adapter:
         distance = 1 - F.cosine_similarity(hidden, base, dim=-1)
         label = "Stack(" + ", ".join(stack) + ")"
         rows.append({"stack": label, "mean_cosine_distance_to_backbone": round(distance.mean().item(), 5)})
-        fig.add_trace(
-            go.Scatter(
-                x=tick_labels(tokens), y=distance.tolist(), mode="lines+markers", name=label
-            )
-        )
+        fig.add_trace(go.Scatter(x=tick_labels(tokens), y=distance.tolist(), mode="lines+markers", name=label))
     fig.update_layout(
         title="how far each stack moves the last layer's output from the frozen backbone's",
         yaxis_title="1 − cosine similarity",

@@ -204,7 +204,7 @@ def params_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Fig
         )
     fig.update_layout(
         title=f"mean zero-shot {metric.upper()} vs<br>trainable parameters",
-        xaxis=dict(title="trainable parameters (log scale)", type="log", tickformat="~s"),
+        xaxis=dict(title="trainable parameters (log scale)", type="log", tickformat="~s", nticks=4),
         yaxis_title=_metric_name(task, metric),
         showlegend=True,
         legend=dict(orientation="h", y=-0.3),
@@ -406,7 +406,9 @@ def task_reading(state: AppState, task: str) -> str:
     if targets and any(("madx-src", t) in by for t in targets):
         wins = [t for t in targets if ("madx", t) in by and ("madx-src", t) in by and by["madx", t] > by["madx-src", t]]
         per = ", ".join(
-            f"{t} {by['madx', t] - by['madx-src', t]:+.1f}" for t in targets if ("madx", t) in by and ("madx-src", t) in by
+            f"{t} {by['madx', t] - by['madx-src', t]:+.1f}"
+            for t in targets
+            if ("madx", t) in by and ("madx-src", t) in by
         )
         lines_per = f"- Per language, swapping minus keeping the English adapter: {per} points"
         out.append(lines_per + f" (swapping wins for {len(wins)} of {len(targets)}).")
@@ -468,8 +470,7 @@ def adapters_summary(state: AppState) -> str:
             f"- **{task.upper()} task adapters** ({', '.join(names)}): {cfg.get('epochs')} epoch(s) of {data}, "
             f"batches of {cfg.get('batch_size')} at learning rate {cfg.get('lr')}, reduction factor 16. "
             f"`{task}` was trained on top of the English language adapter (MAD-X), `{task}_lad` with no language "
-            "adapter (MAD-X –LAD)."
-            + (f" English test F1 (0-100): {scores}." if scores else "")
+            "adapter (MAD-X –LAD)." + (f" English test F1 (0-100): {scores}." if scores else "")
         )
     return "\n".join(lines) or "The shipped results record no training configuration."
 
@@ -506,7 +507,10 @@ def build(state: AppState) -> dict:
         heat = gr.Plot(label="source × target", min_width=280)
         params = gr.Plot(label="score vs trainable parameters", min_width=280)
     table = gr.Dataframe(
-        headers=TABLE_HEADERS, label="results (mean over seeds; scores 0-100)", interactive=False, wrap=True,
+        headers=TABLE_HEADERS,
+        label="results (mean over seeds; scores 0-100)",
+        interactive=False,
+        wrap=True,
         elem_id="results-table",
     )
     csv_btn = gr.DownloadButton("Download all results (CSV)")

@@ -307,7 +307,9 @@ def build(state: AppState) -> dict:
                 lang_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=50, step=1, label="steps", elem_id="lang-steps")
                 lang_lr = gr.Number(value=5e-4, label="learning rate")
             lang_text = gr.Textbox(label="text (one sentence or paragraph per line)", lines=6, elem_id="lang-text")
-            sample_btn = gr.Button("Fill in a sample text (Swahili, written for this app)", size="sm", elem_id="lang-sample")
+            sample_btn = gr.Button(
+                "Fill in a sample text (Swahili, written for this app)", size="sm", elem_id="lang-sample"
+            )
             with gr.Row():
                 lang_files = gr.File(label="or upload UTF-8 .txt files", file_count="multiple", file_types=[".txt"])
                 hub_dataset = gr.Textbox(
@@ -481,7 +483,10 @@ def build(state: AppState) -> dict:
     )
     task_kind.change(lambda t: "my-" + t, task_kind, task_name, api_visibility="private", queue=False)
     sample_btn.click(
-        lambda: ("\n".join(sample_text()), "my-sw"), None, [lang_text, lang_name], api_visibility="private",
+        lambda: ("\n".join(sample_text()), "my-sw"),
+        None,
+        [lang_text, lang_name],
+        api_visibility="private",
         queue=False,
     )
     return {

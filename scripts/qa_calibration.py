@@ -56,7 +56,12 @@ def main() -> None:
     for lo, hi in zip(BINS, BINS[1:], strict=False):
         inside = [right for s, right in points if lo <= s < hi]
         bins.append(
-            {"from": lo, "to": min(hi, 1.0), "answers": len(inside), "right": round(sum(inside) / len(inside), 3) if inside else None}
+            {
+                "from": lo,
+                "to": min(hi, 1.0),
+                "answers": len(inside),
+                "right": round(sum(inside) / len(inside), 3) if inside else None,
+            }
         )
     payload = {
         "about": "Share of XQuAD answers with token F1 >= 0.5, by the answer's score, for the shipped QA adapters "

@@ -57,9 +57,7 @@ def run_first_example(page, which: str = "ner") -> None:
     from playwright.sync_api import expect
 
     page.locator(f"#{which}-examples button").first.click()
-    expect(page.locator(f"#{which}-out")).to_contain_text(
-        "Geneva" if which == "ner" else "Khartoum", timeout=90_000
-    )
+    expect(page.locator(f"#{which}-out")).to_contain_text("Geneva" if which == "ner" else "Khartoum", timeout=90_000)
 
 
 def launch(work: Path):

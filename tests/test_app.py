@@ -554,3 +554,14 @@ def test_train_messages_say_what_happened():
 
     assert "saved as **qu-2**" in renamed_note("qu", "qu-2") and renamed_note("qu", "qu") == ""
     assert len(sample_text()) >= 10
+
+
+def test_how_it_works_says_it_in_words():
+    from app.howto import invertibility_sentence, tick_labels
+
+    assert tick_labels(["<s>", "▁Nai", "</s>"]) == ["0:&lt;s&gt;", "1:▁Nai", "2:&lt;/s&gt;"]  # not eaten as tags
+    sentence = invertibility_sentence(
+        {"tokens": 9, "relative_change_by_adapter_mean": 0.12, "max_abs_reconstruction_error": 2.4e-7,
+         "embedding_max_abs": 0.9, "inverts": True}
+    )  # fmt: skip
+    assert "12.0%" in sentence and "2.4e-07" in sentence and "inverts" in sentence
