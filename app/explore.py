@@ -33,6 +33,17 @@ NEAREST_ADAPTER = {
 # Inference (the callbacks below only check input and format output)
 
 
+def check_available(state: AppState, backbone: str | None) -> None:
+    """Offline, a Hub backbone is listed (labelled unavailable) but refused at once with the reason."""
+    from .state import offline
+
+    name = state.registry.check_backbone(backbone)  # one of the app's own choices (never echoes anything else)
+    if name != state.registry.default_backbone and offline():
+        raise ValueError(
+            f"backbone {name} needs the Hugging Face Hub, which is offline here; use {state.registry.default_backbone}"
+        )
+
+
 def task_for(state: AppState, lang: str | None, task_adapter: str) -> str:
     """The task adapter a request really runs.
 
@@ -53,6 +64,7 @@ def ner(state: AppState, text: str, backbone: str, lang: str, task_adapter: str)
     A long text is tagged chunk by chunk in the long lane (`Lanes`); `tag_text` windows each chunk.
     """
     text = clean_text(text)
+    check_available(state, backbone)
     task_adapter = task_for(state, lang, task_adapter or "ner")
     model, tokenizer, stack, head = state.registry.resolve(backbone, lang, task_adapter, "ner")
 
@@ -102,6 +114,7 @@ def qa(state: AppState, question: str, context: str, backbone: str, lang: str, t
     """The best answer span in `context` (windowed when long) with the stack (lang, task_adapter)."""
     question = clean_text(question, "question", limit=2_000)
     context = clean_text(context, "context")
+    check_available(state, backbone)
     task_adapter = task_for(state, lang, task_adapter or "qa")
     model, tokenizer, stack, head = state.registry.resolve(backbone, lang, task_adapter, "qa")
     (pred,) = state.lanes.run(
@@ -206,6 +219,7 @@ def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> 
     """The active stack drawn bottom-up like the paper's figure, plus its parameter budget."""
     task_adapter = task_for(state, lang, task_adapter)
     try:
+        check_available(state, backbone)
         model, _, stack, head = state.registry.resolve(backbone, lang, task_adapter, None)
     except Exception as e:  # shown in place of the diagram; the user fixes the dropdown
         return f"<div style='color:#b00020'>Cannot build this stack: {html.escape(str(e))}</div>"

@@ -565,3 +565,14 @@ def test_how_it_works_says_it_in_words():
          "embedding_max_abs": 0.9, "inverts": True}
     )  # fmt: skip
     assert "12.0%" in sentence and "2.4e-07" in sentence and "inverts" in sentence
+
+
+def test_offline_hub_backbones_are_labelled_and_refused_with_the_reason(served):
+    demo, client = served
+    from app.explore import backbone_choices
+
+    hub = [
+        (label, name) for label, name in backbone_choices(demo.state) if name != demo.state.registry.default_backbone
+    ]
+    assert hub and all("unavailable: needs the Hugging Face Hub" in label for label, _ in hub)
+    assert "offline here" in _error(client.predict, TEXT, backbone=hub[0][1], api_name="/ner")
