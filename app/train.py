@@ -224,9 +224,9 @@ def loss_figure(job: Job | None) -> go.Figure:
     if job is not None and job.steps:
         fig.add_trace(go.Scatter(x=list(job.steps), y=list(job.losses), mode="lines+markers", name="loss"))
     fig.update_layout(
-        title="training loss (masked LM for language adapters, task loss for task adapters)",
+        title="training loss, live",
         xaxis_title="step",
-        yaxis_title="loss",
+        yaxis_title="loss (masked LM or task)",
         height=320,
         margin=dict(l=50, r=20, t=50, b=40),
     )

@@ -105,8 +105,15 @@ def shoot(url: str, out: Path) -> dict:
                 page.evaluate("() => window.scrollTo(0, 0)")
                 for key, name in TABS:
                     open_tab(page, name)
+                    if key == "train":  # a short job, so the page shows its loss curve and status
+                        page.locator("#lang-sample").click()
+                        steps = page.locator("#lang-steps input[type=number]")
+                        steps.fill("20")
+                        steps.press("Enter")
+                        page.locator("#lang-train").click()
+                        expect(page.locator("#train-status")).to_contain_text("Trained", timeout=300_000)
                     if key == "scores":
-                        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+                        expect(page.locator("#bars-plot .js-plotly-plot")).to_be_visible(timeout=60_000)
                     page.wait_for_timeout(800)
                     report[f"{size} {key} width"] = page_width(page)
                     report[f"{size} {key} too wide"] = too_wide(page, w)
