@@ -351,7 +351,7 @@ def legend_html() -> str:
 
 def build(state: AppState) -> dict:
     """Lay out the Explore tab and wire its events; returns the components other tabs refresh."""
-    from .scores import adapters_summary
+    from .scores import adapters_summary, training_line
 
     reg = state.registry
     examples = load_examples()
@@ -363,7 +363,7 @@ def build(state: AppState) -> dict:
         "Pick a **language adapter** and a **task adapter** and run them on the frozen multilingual backbone. The "
         "shipped task adapters were trained on English data on top of the English language adapter; MAD-X's "
         "zero-shot transfer swaps in the adapter of your text's language. Whether that helps on this backbone: see "
-        "*Transfer scores* (here it mostly does not)."
+        "*Transfer scores*. " + training_line(state)
     )
     with gr.Accordion("What the shipped adapters are, and how much they were trained", open=False):
         gr.Markdown(adapters_summary(state), elem_id="adapters-summary")

@@ -432,6 +432,21 @@ def task_reading(state: AppState, task: str) -> str:
     return "\n".join(out)
 
 
+def training_line(state: AppState) -> str:
+    """One sentence: how much the shipped adapters were trained (from results.json's configuration)."""
+    config = _results_config(state)
+    la, tasks = config.get("lang_adapter") or {}, config.get("tasks") or {}
+    parts = []
+    if la.get("steps"):
+        parts.append(
+            f"language adapters {la['steps']} steps of {la.get('batch_size')} lines (the paper: 250,000 of 64)"
+        )
+    for task in ("ner", "qa"):
+        if (tasks.get(task) or {}).get("epochs"):
+            parts.append(f"{task.upper()} task adapters {tasks[task]['epochs']:g} epoch(s) of English data")
+    return ("The shipped adapters are small: " + "; ".join(parts) + ".") if parts else ""
+
+
 def adapters_summary(state: AppState) -> str:
     """Which adapters ship and how much each was trained, from the configuration recorded in results.json."""
     config = _results_config(state)
