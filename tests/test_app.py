@@ -576,3 +576,17 @@ def test_offline_hub_backbones_are_labelled_and_refused_with_the_reason(served):
     ]
     assert hub and all("unavailable: needs the Hugging Face Hub" in label for label, _ in hub)
     assert "offline here" in _error(client.predict, TEXT, backbone=hub[0][1], api_name="/ner")
+
+
+def test_entity_chips_have_readable_contrast():
+    """Gradio writes the label (e.g. 'PER 0.92') in white on the colour: WCAG AA asks for 4.5:1."""
+    from app.explore import ANSWER_COLOR, ENTITY_COLORS, legend_html
+
+    def luminance(hex_color: str) -> float:
+        rgb = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    for color in [*ENTITY_COLORS.values(), ANSWER_COLOR]:
+        assert (1.0 + 0.05) / (luminance(color) + 0.05) >= 4.5, color
+    assert all(label in legend_html() for label in ("PER", "LOC", "ORG", "confidence"))
