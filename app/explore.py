@@ -16,13 +16,46 @@ from madx_core.model import AdapterModel
 from .state import INFERENCE_WORKERS, NO_ADAPTER, AppState, clean_text, friendly, text_chunks
 
 EXAMPLES_FILE = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
-ENTITY_COLORS = {"PER": "#ffb4a2", "LOC": "#a8dadc", "ORG": "#cdb4db", "DATE": "#ffe08a", "MISC": "#b5e48c"}
-ANSWER_COLOR = "#ffd166"
-LOW_QA_SCORE = 0.2  # below this the best span is more likely a guess than an answer
+# Dark enough that the white label text Gradio draws on them has a contrast of at least 4.5:1 (WCAG AA).
+ENTITY_COLORS = {"PER": "#b3261e", "LOC": "#0b5c8a", "ORG": "#6a3d9a", "DATE": "#7a5200", "MISC": "#2f6b1f"}
+ENTITY_NAMES = {"PER": "person", "LOC": "location", "ORG": "organisation", "DATE": "date", "MISC": "other name"}
+ANSWER_COLOR = "#8a4500"
+CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "assets" / "qa_calibration.json"
+LOW_QA_SCORE = 0.05  # fallback when assets/qa_calibration.json is missing
+# Languages without a shipped adapter: the nearest shipped one, and why (an example says which it used).
+NEAREST_ADAPTER = {
+    "fr": ("es", "no French adapter ships; Spanish, the closest shipped language (both Romance), is used"),
+    "hi": (NO_ADAPTER, "no Hindi adapter ships and none of the shipped languages is related, so no language adapter"),
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Inference (the callbacks below only check input and format output)
+
+
+def check_available(state: AppState, backbone: str | None) -> None:
+    """Offline, a Hub backbone is listed (labelled unavailable) but refused at once with the reason."""
+    from .state import offline
+
+    name = state.registry.check_backbone(backbone)  # one of the app's own choices (never echoes anything else)
+    if name != state.registry.default_backbone and offline():
+        raise ValueError(
+            f"backbone {name} needs the Hugging Face Hub, which is offline here; use {state.registry.default_backbone}"
+        )
+
+
+def task_for(state: AppState, lang: str | None, task_adapter: str) -> str:
+    """The task adapter a request really runs.
+
+    With no language adapter ("none") a MAD-X task adapter is replaced by its –LAD twin (`ner` -> `ner_lad`), the
+    task adapter trained with no language adapter under it: that is the MAD-X –LAD system of the scores table.
+    Running `ner` (trained on top of English) with English removed would be a different, untrained-for setting.
+    """
+    if (not lang or lang.strip() == NO_ADAPTER) and task_adapter:
+        twin = state.registry.entries.get(f"{task_adapter}_lad")
+        if twin is not None and twin.kind == "task":
+            return twin.name
+    return task_adapter
 
 
 def ner(state: AppState, text: str, backbone: str, lang: str, task_adapter: str) -> tuple[dict, list[dict]]:
@@ -31,7 +64,9 @@ def ner(state: AppState, text: str, backbone: str, lang: str, task_adapter: str)
     A long text is tagged chunk by chunk in the long lane (`Lanes`); `tag_text` windows each chunk.
     """
     text = clean_text(text)
-    model, tokenizer, stack, head = state.registry.resolve(backbone, lang, task_adapter or "ner", "ner")
+    check_available(state, backbone)
+    task_adapter = task_for(state, lang, task_adapter or "ner")
+    model, tokenizer, stack, head = state.registry.resolve(backbone, lang, task_adapter, "ner")
 
     def tag(piece: tuple[int, int]) -> list[Entity]:
         start, end = piece
@@ -40,47 +75,75 @@ def ner(state: AppState, text: str, backbone: str, lang: str, task_adapter: str)
 
     # A long text is tagged chunk by chunk in the long lane, so it never holds up one-sentence requests.
     entities = [e for part in state.lanes.run(len(text), text_chunks(text), tag) for e in part]
-    return {"text": text, "entities": entities}, [asdict(e) for e in entities]
+    return {"text": text, "entities": entities, "stack": list(stack or [])}, [asdict(e) for e in entities]
+
+
+def qa_calibration() -> dict:
+    """assets/qa_calibration.json (scripts/qa_calibration.py): how often answers of a given score were right."""
+    try:
+        data = json.loads(CALIBRATION_FILE.read_text(encoding="utf-8"))
+        return data if isinstance(data.get("bins"), list) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+QA_CALIBRATION = qa_calibration()
+
+
+def qa_note(score: float, text: str) -> str:
+    """What a QA score means, in words: measured on XQuAD when the calibration ships, else a plain threshold."""
+    if not text.strip():
+        return "The model found no answer span in this context."
+    for b in QA_CALIBRATION.get("bins", []):
+        if b["from"] <= score < b["to"] or (score >= 1.0 and b["to"] >= 1.0):
+            if not b.get("answers") or b.get("right") is None:
+                break
+            right = b["right"]
+            level = "high" if right >= 0.7 else "medium" if right >= 0.45 else "low"
+            return (
+                f"Confidence {score:.2f} ({level}): on XQuAD, the shipped QA adapters' answers with a score between "
+                f"{b['from']:.2f} and {b['to']:.2f} were right (token F1 ≥ 0.5) {100 * right:.0f}% of the time "
+                f"({b['answers']} answers)." + (" The context may not contain the answer." if level == "low" else "")
+            )
+    if score < LOW_QA_SCORE:
+        return f"Low confidence ({score:.2f}): the context may not contain the answer; this is the model's best guess."
+    return f"Answer found with confidence {score:.2f}."
 
 
 def qa(state: AppState, question: str, context: str, backbone: str, lang: str, task_adapter: str) -> tuple[dict, dict]:
     """The best answer span in `context` (windowed when long) with the stack (lang, task_adapter)."""
     question = clean_text(question, "question", limit=2_000)
     context = clean_text(context, "context")
-    model, tokenizer, stack, head = state.registry.resolve(backbone, lang, task_adapter or "qa", "qa")
+    check_available(state, backbone)
+    task_adapter = task_for(state, lang, task_adapter or "qa")
+    model, tokenizer, stack, head = state.registry.resolve(backbone, lang, task_adapter, "qa")
     (pred,) = state.lanes.run(
         len(context), [context], lambda c: answer_question(model, tokenizer, question, c, stack, head)
     )
     start = int(getattr(pred, "start", -1))
     end = int(getattr(pred, "end", start + len(pred.text) if start >= 0 else -1))
     score = float(pred.score)
-    if not pred.text.strip():
-        note = "The model found no answer span in this context."
-    elif score < LOW_QA_SCORE:
-        note = f"Low confidence ({score:.2f}): the context may not contain the answer; this is the model's best guess."
-    else:
-        note = f"Answer found with confidence {score:.2f}."
+    note = qa_note(score, pred.text)
     answer = {"answer": pred.text, "score": round(score, 4), "start": start, "end": end, "note": note}
-    return {"text": context, "answer": answer}, answer
+    return {"text": context, "answer": answer, "stack": list(stack or [])}, answer
 
 
 def compare(
     state: AppState, text: str, backbone: str, source: str, target: str, task_adapter: str, context: str = ""
 ) -> list[dict]:
-    """The same input through three stacks: the task adapter alone, on the source adapter, on the target adapter."""
+    """The same input through three stacks: –LAD (no language adapter), the source adapter, the target adapter."""
     entry = state.registry.get(task_adapter or "ner", "task")
     runs = []
     for title, lang in (
-        ("(a) no language adapter", NO_ADAPTER),
+        ("(a) no language adapter (–LAD)", NO_ADAPTER),
         (f"(b) source adapter: {source}", source),
         (f"(c) target adapter: {target}", target),
     ):
         if entry.task == "ner":
-            shown, entities = ner(state, text, backbone, lang, entry.name)
-            runs.append({"title": title, "stack": _stack_names(lang, entry.name), "shown": shown, "result": entities})
+            shown, result = ner(state, text, backbone, lang, entry.name)
         else:
-            shown, answer = qa(state, text, context, backbone, lang, entry.name)
-            runs.append({"title": title, "stack": _stack_names(lang, entry.name), "shown": shown, "result": answer})
+            shown, result = qa(state, text, context, backbone, lang, entry.name)
+        runs.append({"title": title, "stack": shown["stack"], "shown": shown, "result": result})
     return runs
 
 
@@ -154,7 +217,9 @@ def budget_rows(model: AdapterModel, stack: Stack | None, head: str | None) -> l
 
 def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> str:
     """The active stack drawn bottom-up like the paper's figure, plus its parameter budget."""
+    task_adapter = task_for(state, lang, task_adapter)
     try:
+        check_available(state, backbone)
         model, _, stack, head = state.registry.resolve(backbone, lang, task_adapter, None)
     except Exception as e:  # shown in place of the diagram; the user fixes the dropdown
         return f"<div style='color:#b00020'>Cannot build this stack: {html.escape(str(e))}</div>"
@@ -175,7 +240,15 @@ def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> 
     arrow = "<div style='text-align:center;line-height:1;opacity:0.6'>▲</div>"
     lang_adapter = model.adapters[lang_name] if lang_name else None
     inv = lang_adapter.invertible if lang_adapter is not None else None
-    head_kind = "NER tagging" if entry and entry.task == "ner" else "QA start/end span"
+    head_kind = "NER tagging" if entry and entry.task == "ner" else "QA answer start/end"
+    lad = bool(task_name) and lang_name is None and task_name.endswith("_lad")
+    trained = (
+        "trained with no language adapter (MAD-X –LAD)"
+        if lad
+        else f"trained on the {entry.lang} language adapter"
+        if entry and entry.lang
+        else "trained on the source language"
+    )
     labels = len(entry.labels) if entry and entry.labels else None
     parts = [
         box(
@@ -188,16 +261,16 @@ def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> 
         arrow if task_name else "",
         "<div style='border:2px dashed #888;border-radius:10px;padding:6px;margin:2px 0'>"
         f"<div style='text-align:center;font-size:0.85em'>× {n_layers} transformer layers (frozen)</div>"
-        + (
-            box(f"<b>task adapter</b> '{html.escape(task_name)}'", "#ffc58f", "trained on the source language")
-            if task_name
-            else ""
-        )
+        + (box(f"<b>task adapter</b> '{html.escape(task_name)}'", "#ffc58f", html.escape(trained)) if task_name else "")
         + (arrow if task_name and lang_name else "")
         + (
             box(f"<b>language adapter</b> '{html.escape(lang_name)}'", "#9be3a4", "swap it to change language")
             if lang_name
-            else box("no language adapter (MAD-X –LAD)", "#eeeeee")
+            else box(
+                "no language adapter",
+                "#eeeeee",
+                "the –LAD task adapter runs alone" if lad else "the task adapter runs alone",
+            )
         )
         + arrow
         + box("multi-head attention → feed-forward", "#e2e2e2")
@@ -214,17 +287,19 @@ def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> 
         box("embeddings (frozen)", "#e2e2e2"),
     ]
     table = "".join(
-        f"<tr><td>{html.escape(r['part'])}</td><td style='text-align:right'>{r['parameters']:,}</td>"
-        f"<td style='text-align:right'>{_fmt(r['parameters'])}</td>"
+        f"<tr><td style='overflow-wrap:anywhere'>{html.escape(r['part'])}</td>"
+        f"<td style='text-align:right;white-space:nowrap' title='{r['parameters']:,}'>{_fmt(r['parameters'])}</td>"
         f"<td style='text-align:right'>{_percent(r['percent_of_backbone'])}</td></tr>"
         for r in budget.values()
     )
     return (
-        "<div style='display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start'>"
-        f"<div style='flex:1;min-width:240px;max-width:360px'>{''.join(parts)}</div>"
-        "<div style='flex:1;min-width:280px'><b>Parameter budget</b>"
+        f"<div id='stack-diagram' data-task='{html.escape(entry.task if entry else '')}' "
+        f"data-head='{html.escape(head or '')}' "
+        "style='display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start'>"
+        f"<div style='flex:1 1 240px;min-width:0;max-width:360px'>{''.join(parts)}</div>"
+        "<div style='flex:1 1 280px;min-width:0;overflow-x:auto'><b>Parameter budget</b>"
         "<table style='width:100%;font-size:0.9em'><tr><th style='text-align:left'>part</th><th>parameters</th>"
-        f"<th></th><th>% of backbone</th></tr>{table}</table>"
+        f"<th>% of backbone</th></tr>{table}</table>"
         "<p style='font-size:0.85em;opacity:0.8'>One backbone serves every language and task; a new language costs "
         "one language adapter, a new task one task adapter.</p></div></div>"
     )
@@ -245,85 +320,161 @@ def load_examples() -> dict:
 # The tab
 
 
+def example_adapter(state: AppState, code: str) -> tuple[str, str]:
+    """(language adapter, sentence) for an example in language `code`: its own adapter, or the nearest shipped one."""
+    from madx_core.backbones import LANGUAGE_NAMES
+
+    name = LANGUAGE_NAMES.get(code, code)
+    entry = state.registry.entries.get(code)
+    if entry is not None and entry.kind == "language":
+        return code, f"{name} example: run with the {name} language adapter `{code}`."
+    nearest, why = NEAREST_ADAPTER.get(code, (NO_ADAPTER, f"no {name} adapter ships, so no language adapter is used"))
+    if nearest != NO_ADAPTER and nearest not in state.registry.entries:
+        nearest, why = NO_ADAPTER, f"no {name} adapter ships, so no language adapter is used"
+    return nearest, f"{name} example: {why} (`{nearest}`)."
+
+
+def legend_html() -> str:
+    """What the entity colours and the numbers on them mean."""
+    chips = " ".join(
+        f"<span style='background:{color};color:#fff;border-radius:4px;padding:1px 6px;font-weight:600'>{label}</span>"
+        f" {ENTITY_NAMES[label]}"
+        for label, color in ENTITY_COLORS.items()
+        if label != "DATE"
+    )
+    return (
+        f"<div id='entity-legend' style='font-size:0.9em;line-height:1.9'>{chips}<br>"
+        "The number after the type is the model's confidence: the probability it gives the entity's label, "
+        "averaged over the entity's tokens (1.00 = certain). It is not a measured accuracy.</div>"
+    )
+
+
 def build(state: AppState) -> dict:
     """Lay out the Explore tab and wire its events; returns the components other tabs refresh."""
+    from .scores import adapters_summary, training_line
+
     reg = state.registry
     examples = load_examples()
+    ner_examples_list, qa_examples_list = examples.get("ner", []), examples.get("qa", [])
     default_lang = "en" if "en" in reg.entries else NO_ADAPTER
     default_target = next((c for c in ("sw", "de", "ha") if c in reg.entries), default_lang)
 
     gr.Markdown(
-        "Pick a **language adapter** and a **task adapter**, and run them on top of the frozen multilingual "
-        "backbone. The task adapters were trained on English data stacked on the English language adapter; MAD-X's "
-        "zero-shot transfer is simply swapping in the language adapter of your text's language."
+        "Pick a **language adapter** and a **task adapter** and run them on the frozen multilingual backbone. The "
+        "shipped task adapters were trained on English data on top of the English language adapter; MAD-X's "
+        "zero-shot transfer swaps in the adapter of your text's language. Whether that helps on this backbone: see "
+        "*Transfer scores*. " + training_line(state)
     )
+    with gr.Accordion("What the shipped adapters are, and how much they were trained", open=False):
+        gr.Markdown(adapters_summary(state), elem_id="adapters-summary")
     with gr.Row():
         backbone = gr.Dropdown(
-            reg.backbone_choices(), value=reg.default_backbone, label="backbone", allow_custom_value=True, scale=1
+            backbone_choices(state),
+            value=reg.default_backbone,
+            label="backbone",
+            allow_custom_value=True,
+            scale=1,
+            min_width=160,
         )
         lang = gr.Dropdown(
-            [(NO_ADAPTER, NO_ADAPTER)], value=default_lang, label="language adapter", allow_custom_value=True, scale=2
+            [(NO_ADAPTER, NO_ADAPTER)],
+            value=default_lang,
+            label="language adapter",
+            allow_custom_value=True,
+            scale=2,
+            min_width=160,
         )
+    active = gr.State("ner")  # which sub-tab is open: the diagram shows its task adapter
     with gr.Tabs():
-        with gr.Tab("Named entities (NER)", id="ner"):
-            with gr.Row():
-                with gr.Column(scale=3):
+        with gr.Tab("Named entities (NER)", id="ner") as ner_tab:
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1, min_width=280):
                     ner_text = gr.Textbox(
                         label="text", lines=4, placeholder="Type a sentence in any language", elem_id="ner-text"
                     )
-                    ex_lang = gr.Textbox(visible=False)
-                    if examples.get("ner"):
-                        gr.Examples(
-                            [[e["text"], e["lang"]] for e in examples["ner"]],
-                            inputs=[ner_text, ex_lang],
-                            example_labels=[f"{e['lang']} · {e['text'][:48]}…" for e in examples["ner"]],
-                            label="Examples (click one; its language adapter is selected if shipped)",
-                            examples_per_page=16,
-                        )
-                with gr.Column(scale=1):
+                    with gr.Row():
+                        ner_btn = gr.Button("Find entities", variant="primary", elem_id="ner-run", min_width=120)
+                        ner_cmp_btn = gr.Button("Compare stacks", elem_id="ner-compare", min_width=120)
                     ner_task = gr.Dropdown([], value="ner", label="NER task adapter", allow_custom_value=True)
-                    ner_btn = gr.Button("Find entities", variant="primary", elem_id="ner-run")
-                    ner_cmp_btn = gr.Button("Compare stacks")
-            ner_out = gr.HighlightedText(
-                label="entities (type and confidence)", color_map=SCORE_COLORS, elem_id="ner-out"
+                with gr.Column(scale=1, min_width=280):
+                    ner_out = gr.HighlightedText(
+                        label="entities (type and confidence)",
+                        color_map=SCORE_COLORS,
+                        elem_id="ner-out",
+                        elem_classes=["madx-highlight"],
+                    )
+                    ner_note = gr.Markdown(elem_id="ner-note")
+                    gr.HTML(legend_html())
+            ner_examples = gr.Dataset(
+                components=["textbox"],
+                samples=[[f"{e['lang']} · {e['text']}"] for e in ner_examples_list],
+                type="index",
+                label="Examples (click one: it runs with its own language's adapter, or the nearest shipped one)",
+                samples_per_page=16,
+                elem_id="ner-examples",
             )
             with gr.Accordion("entities as data", open=False):
                 ner_json = gr.JSON(label="entities")
             ner_ctx = gr.Textbox(visible=False, value="")  # /compare's context input; NER has none
-        with gr.Tab("Question answering (QA)", id="qa"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    question = gr.Textbox(label="question", lines=1)
-                    context = gr.Textbox(label="context", lines=6)
-                    qa_ex_lang = gr.Textbox(visible=False)
-                    if examples.get("qa"):
-                        gr.Examples(
-                            [[e["question"], e["context"], e["lang"]] for e in examples["qa"]],
-                            inputs=[question, context, qa_ex_lang],
-                            example_labels=[f"{e['lang']} · {e['question'][:48]}" for e in examples["qa"]],
-                            label="Examples",
-                            examples_per_page=16,
-                        )
-                with gr.Column(scale=1):
+        with gr.Tab("Question answering (QA)", id="qa") as qa_tab:
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1, min_width=280):
+                    question = gr.Textbox(label="question", lines=1, elem_id="qa-question")
+                    context = gr.Textbox(label="context", lines=6, elem_id="qa-context")
+                    with gr.Row():
+                        qa_btn = gr.Button("Answer", variant="primary", elem_id="qa-run", min_width=120)
+                        qa_cmp_btn = gr.Button("Compare stacks", elem_id="qa-compare", min_width=120)
                     qa_task = gr.Dropdown([], value="qa", label="QA task adapter", allow_custom_value=True)
-                    qa_btn = gr.Button("Answer", variant="primary")
-                    qa_cmp_btn = gr.Button("Compare stacks")
-            qa_out = gr.HighlightedText(label="answer in the context", color_map=SCORE_COLORS)
-            qa_json = gr.JSON(label="answer")
+                with gr.Column(scale=1, min_width=280):
+                    qa_out = gr.HighlightedText(
+                        label="answer in the context",
+                        color_map=SCORE_COLORS,
+                        elem_id="qa-out",
+                        elem_classes=["madx-highlight"],
+                    )
+                    qa_note_md = gr.Markdown(elem_id="qa-note")
+            qa_examples = gr.Dataset(
+                components=["textbox"],
+                samples=[[f"{e['lang']} · {e['question']}"] for e in qa_examples_list],
+                type="index",
+                label="Examples (click one: it runs with its own language's adapter, or the nearest shipped one)",
+                samples_per_page=16,
+                elem_id="qa-examples",
+            )
+            with gr.Accordion("answer as data", open=False):
+                qa_json = gr.JSON(label="answer")
 
-    with gr.Accordion("Compare: (a) no language adapter, (b) source adapter, (c) target adapter", open=True):
+    with gr.Accordion(
+        "Compare: (a) no language adapter (–LAD), (b) source adapter, (c) target adapter", open=True, elem_id="compare"
+    ):
         with gr.Row():
-            source = gr.Dropdown([], value=default_lang, label="source language adapter (b)", allow_custom_value=True)
-            target = gr.Dropdown([], value=default_target, label="target language adapter (c)", allow_custom_value=True)
+            source = gr.Dropdown(
+                [], value=default_lang, label="source language adapter (b)", allow_custom_value=True, min_width=160
+            )
+            target = gr.Dropdown(
+                [], value=default_target, label="target language adapter (c)", allow_custom_value=True, min_width=160
+            )
         with gr.Row():
             cmp_outs = [
-                gr.HighlightedText(label=t, color_map=SCORE_COLORS)
-                for t in ("(a) no language adapter", "(b) source adapter", "(c) target adapter")
+                gr.HighlightedText(
+                    label=t,
+                    color_map=SCORE_COLORS,
+                    elem_classes=["madx-highlight"],
+                    min_width=200,
+                    elem_id=f"compare-{i}",
+                )
+                for i, t in enumerate(
+                    (
+                        "(a) no language adapter: the –LAD task adapter",
+                        "(b) source adapter under the task adapter",
+                        "(c) target adapter under the task adapter",
+                    )
+                )
             ]
-        cmp_summary = gr.Markdown()
+        cmp_summary = gr.Markdown(elem_id="compare-summary")
 
     with gr.Accordion("The active stack and what it costs", open=True):
-        diagram = gr.HTML()
+        diagram = gr.HTML(elem_id="stack-box")
 
     # --- callbacks: thin wrappers with the API's parameter names ------------------------------------------
 
@@ -350,19 +501,63 @@ def build(state: AppState) -> dict:
     def show_stack(backbone: str, language_adapter: str, task_adapter: str):
         return stack_html(state, backbone, language_adapter, task_adapter)
 
-    def pick_example_lang(code: str):
-        # Select the example's language adapter when one is shipped; otherwise keep the user's choice.
-        if code and code in reg.entries and reg.entries[code].kind == "language":
-            return code, code
-        return gr.skip(), gr.skip()
+    def show_active(backbone: str, language_adapter: str, ner_adapter: str, qa_adapter: str, which: str):
+        return stack_html(state, backbone, language_adapter, qa_adapter if which == "qa" else ner_adapter)
+
+    def stack_note(language_adapter: str, task_adapter: str, default_task: str) -> str:
+        task_adapter = task_for(state, language_adapter, task_adapter or default_task)
+        names = _stack_names(language_adapter, task_adapter)
+        return f"Ran the stack **{' → '.join(names)}**" + (
+            " (the –LAD task adapter: no language adapter)" if len(names) == 1 else ""
+        )
+
+    @friendly
+    def run_ner_example(index: int, backbone: str, task_adapter: str, source_adapter: str):
+        ex = ner_examples_list[int(index)]
+        adapter, why = example_adapter(state, ex["lang"])
+        shown, entities = ner(state, ex["text"], backbone, adapter, task_adapter)
+        target_update = adapter if adapter not in (NO_ADAPTER, source_adapter) else gr.skip()
+        note = f"{why} Ran the stack **{' → '.join(shown['stack'])}**."
+        return ex["text"], adapter, target_update, entity_highlight(shown), entities, note
+
+    @friendly
+    def run_qa_example(index: int, backbone: str, task_adapter: str, source_adapter: str):
+        ex = qa_examples_list[int(index)]
+        adapter, why = example_adapter(state, ex["lang"])
+        shown, answer = qa(state, ex["question"], ex["context"], backbone, adapter, task_adapter)
+        target_update = adapter if adapter not in (NO_ADAPTER, source_adapter) else gr.skip()
+        note = f"{why} Ran the stack **{' → '.join(shown['stack'])}**. {answer['note']}"
+        return ex["question"], ex["context"], adapter, target_update, answer_highlight(shown), answer, note
 
     inference = dict(concurrency_limit=INFERENCE_WORKERS, concurrency_id="inference")
-    ner_btn.click(run_ner, [ner_text, backbone, lang, ner_task], [ner_out, ner_json], api_name="ner", **inference)
-    ner_text.submit(
-        run_ner, [ner_text, backbone, lang, ner_task], [ner_out, ner_json], api_visibility="private", **inference
+    ner_inputs = [ner_text, backbone, lang, ner_task]
+    for event in (
+        ner_btn.click(run_ner, ner_inputs, [ner_out, ner_json], api_name="ner", **inference),
+        ner_text.submit(run_ner, ner_inputs, [ner_out, ner_json], api_visibility="private", **inference),
+    ):
+        event.success(
+            lambda lg, t: stack_note(lg, t, "ner"), [lang, ner_task], ner_note, api_visibility="private", queue=False
+        )
+    qa_btn.click(
+        run_qa, [question, context, backbone, lang, qa_task], [qa_out, qa_json], api_name="qa", **inference
+    ).success(lambda a: a.get("note", "") if isinstance(a, dict) else "", qa_json, qa_note_md,
+              api_visibility="private", queue=False)  # fmt: skip
+    ner_examples.click(
+        run_ner_example,
+        [ner_examples, backbone, ner_task, source],
+        [ner_text, lang, target, ner_out, ner_json, ner_note],
+        api_visibility="private",
+        **inference,
     )
-    qa_btn.click(run_qa, [question, context, backbone, lang, qa_task], [qa_out, qa_json], api_name="qa", **inference)
+    qa_examples.click(
+        run_qa_example,
+        [qa_examples, backbone, qa_task, source],
+        [question, context, lang, target, qa_out, qa_json, qa_note_md],
+        api_visibility="private",
+        **inference,
+    )
     cmp_outputs = [*cmp_outs, cmp_summary]
+    scroll = "() => document.getElementById('compare')?.scrollIntoView({behavior: 'smooth', block: 'start'})"
     ner_cmp_btn.click(
         run_compare,
         [ner_text, backbone, source, target, ner_task, ner_ctx],
@@ -378,11 +573,17 @@ def build(state: AppState) -> dict:
         api_visibility="undocumented",
         **inference,
     )
-    for trigger in (backbone.change, lang.change, ner_task.change):
-        trigger(show_stack, [backbone, lang, ner_task], diagram, api_visibility="private", queue=False)
-    qa_task.change(show_stack, [backbone, lang, qa_task], diagram, api_visibility="private", queue=False)
-    ex_lang.change(pick_example_lang, ex_lang, [lang, target], api_visibility="private", queue=False)
-    qa_ex_lang.change(pick_example_lang, qa_ex_lang, [lang, target], api_visibility="private", queue=False)
+    for button in (ner_cmp_btn, qa_cmp_btn):  # the results are below: bring them into view
+        button.click(None, None, None, js=scroll, api_visibility="private", queue=False)
+    stack_inputs = [backbone, lang, ner_task, qa_task, active]
+    for trigger in (backbone.change, lang.change, ner_task.change, qa_task.change):
+        trigger(show_active, stack_inputs, diagram, api_visibility="private", queue=False)
+    ner_tab.select(lambda: "ner", None, active, api_visibility="private", queue=False).then(
+        show_active, stack_inputs, diagram, api_visibility="private", queue=False
+    )
+    qa_tab.select(lambda: "qa", None, active, api_visibility="private", queue=False).then(
+        show_active, stack_inputs, diagram, api_visibility="private", queue=False
+    )
 
     return {
         "backbone": backbone,
@@ -393,7 +594,23 @@ def build(state: AppState) -> dict:
         "target": target,
         "diagram": diagram,
         "show_stack": show_stack,
+        "show_active": show_active,
+        "stack_inputs": stack_inputs,
     }
+
+
+def backbone_choices(state: AppState) -> list[tuple[str, str]]:
+    """The backbones as (label, name); offline, the Hub backbones say why they cannot be used here."""
+    from .state import offline
+
+    is_offline = offline()
+    out = []
+    for name in state.registry.backbone_choices():
+        if name != state.registry.default_backbone and is_offline:
+            out.append((f"{name} (unavailable: needs the Hugging Face Hub, which is offline here)", name))
+        else:
+            out.append((name, name))
+    return out
 
 
 def _compare_summary(runs: list[dict]) -> str:

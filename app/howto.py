@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
+from .explore import backbone_choices
 from .state import INFERENCE_WORKERS, NO_ADAPTER, AppState, clean_text, friendly
 
 MAX_DEMO_TOKENS = 256
@@ -97,6 +100,31 @@ def _encode(tokenizer, text: str) -> dict:
     return tokenizer(text, truncation=True, max_length=MAX_DEMO_TOKENS, return_tensors="pt")
 
 
+def tick_labels(tokens: list[str]) -> list[str]:
+    """Token tick labels that Plotly shows as typed: '<s>' would be read as an HTML tag and drawn blank."""
+    return [f"{i}:{html.escape(t)}" for i, t in enumerate(tokens)]
+
+
+def invertibility_sentence(result: dict) -> str:
+    """The invertibility check in one sentence a visitor can read."""
+    verdict = "so the adapter **inverts**" if result["inverts"] else "so the adapter does **not** invert here"
+    return (
+        f"On your {result['tokens']} tokens the invertible adapter changes each embedding by "
+        f"{100 * result['relative_change_by_adapter_mean']:.1f}% on average (it is not the identity), and running it "
+        f"backwards gives the embeddings back to within {result['max_abs_reconstruction_error']:.1e} (largest "
+        f"embedding value: {result['embedding_max_abs']:.2f}), float rounding: {verdict}."
+    )
+
+
+def stacking_sentence(rows: list[dict]) -> str:
+    parts = [f"`{r['stack']}` {r['mean_cosine_distance_to_backbone']:.4f}" for r in rows]
+    return (
+        "Mean cosine distance of the last layer's output from the frozen backbone's (0 = unchanged): "
+        + ", ".join(parts)
+        + ". Each adapter moves the representation on its own, and the stack combines both changes."
+    )
+
+
 @torch.no_grad()
 def invertibility(state: AppState, text: str, backbone: str, lang: str) -> tuple[dict, go.Figure]:
     """Embed the text, run the language adapter's NICE forward and inverse, and measure what comes back."""
@@ -121,7 +149,7 @@ def invertibility(state: AppState, text: str, backbone: str, lang: str) -> tuple
         "embedding_max_abs": round(e.abs().max().item(), 4),
         "inverts": bool(error.max() < 1e-4 * max(1.0, e.abs().max().item())),
     }
-    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    labels = tick_labels(tokens)
     fig = go.Figure(
         [
             go.Bar(x=labels, y=change.tolist(), name="‖NICE(e) − e‖ / ‖e‖  (what the adapter changes)"),
@@ -130,7 +158,7 @@ def invertibility(state: AppState, text: str, backbone: str, lang: str) -> tuple
     )
     fig.update_layout(
         barmode="group",
-        yaxis=dict(type="log", title="per token (log scale)"),
+        yaxis=dict(type="log", title="per token (log scale)", exponentformat="power", dtick=2),
         title=f"invertible adapter of '{stack.first()}': it changes the embeddings, and its inverse undoes it",
         height=360,
         legend=dict(orientation="h", y=-0.3),
@@ -156,11 +184,7 @@ def stacking(state: AppState, text: str, backbone: str, lang: str, task_adapter:
         distance = 1 - F.cosine_similarity(hidden, base, dim=-1)
         label = "Stack(" + ", ".join(stack) + ")"
         rows.append({"stack": label, "mean_cosine_distance_to_backbone": round(distance.mean().item(), 5)})
-        fig.add_trace(
-            go.Scatter(
-                x=[f"{i}:{t}" for i, t in enumerate(tokens)], y=distance.tolist(), mode="lines+markers", name=label
-            )
-        )
+        fig.add_trace(go.Scatter(x=tick_labels(tokens), y=distance.tolist(), mode="lines+markers", name=label))
     fig.update_layout(
         title="how far each stack moves the last layer's output from the frozen backbone's",
         yaxis_title="1 − cosine similarity",
@@ -192,7 +216,7 @@ def build(state: AppState) -> dict:
             label="text", value="Wanafunzi wa Nairobi walitembelea makumbusho ya taifa jana.", lines=2, scale=3
         )
         backbone = gr.Dropdown(
-            reg.backbone_choices(), value=reg.default_backbone, label="backbone", allow_custom_value=True
+            backbone_choices(state), value=reg.default_backbone, label="backbone", allow_custom_value=True
         )
         lang = gr.Dropdown(
             [], value="sw" if "sw" in reg.entries else "en", label="language adapter", allow_custom_value=True
@@ -201,10 +225,12 @@ def build(state: AppState) -> dict:
     with gr.Row():
         inv_btn = gr.Button("Check that the invertible adapter inverts", variant="primary")
         stack_btn = gr.Button("Show what stacking does")
-    with gr.Row():
-        inv_json = gr.JSON(label="invertibility")
-        stack_json = gr.JSON(label="stacking")
+    explained = gr.Markdown(elem_id="howto-result")
     demo_plot = gr.Plot(label="per token")
+    with gr.Accordion("the measurements as data", open=False):
+        with gr.Row():
+            inv_json = gr.JSON(label="invertibility")
+            stack_json = gr.JSON(label="stacking")
 
     @friendly
     def run_invertibility(text: str, backbone: str, language_adapter: str):
@@ -215,6 +241,10 @@ def build(state: AppState) -> dict:
         return stacking(state, text, backbone, language_adapter, task_adapter)
 
     demo = dict(concurrency_limit=INFERENCE_WORKERS, concurrency_id="inference")
-    inv_btn.click(run_invertibility, [text, backbone, lang], [inv_json, demo_plot], api_name="invertibility", **demo)
-    stack_btn.click(run_stacking, [text, backbone, lang, task], [stack_json, demo_plot], api_name="stacking", **demo)
+    inv_btn.click(
+        run_invertibility, [text, backbone, lang], [inv_json, demo_plot], api_name="invertibility", **demo
+    ).success(invertibility_sentence, inv_json, explained, api_visibility="private", queue=False)
+    stack_btn.click(
+        run_stacking, [text, backbone, lang, task], [stack_json, demo_plot], api_name="stacking", **demo
+    ).success(stacking_sentence, stack_json, explained, api_visibility="private", queue=False)
     return {"lang": lang, "task": task}

@@ -16,6 +16,7 @@ from madx_core import data as D
 from madx_core.adapters import AdapterConfig
 from madx_core.training import TrainConfig, train_language_adapter, train_task_adapter
 
+from .explore import backbone_choices
 from .state import (
     MAX_TRAIN_SECONDS,
     MAX_TRAIN_STEPS,
@@ -23,6 +24,7 @@ from .state import (
     NO_ADAPTER,
     AdapterEntry,
     AppState,
+    Busy,
     Job,
     check_name,
     friendly,
@@ -91,6 +93,13 @@ def read_task_data(task: str, files) -> list:
     if not examples:
         raise ValueError(f"no {task.upper()} examples found in the uploaded file")
     return examples[:MAX_TRAIN_EXAMPLES]
+
+
+def sample_text() -> list[str]:
+    """Sample sentences to train a language adapter on, written for this app (assets/examples.json)."""
+    from .explore import load_examples
+
+    return [line for line in load_examples().get("train_text", {}).get("lines", []) if isinstance(line, str)]
 
 
 def train_config(steps: float, learning_rate: float, batch_size: float, max_length: int, seed: float) -> TrainConfig:
@@ -215,38 +224,61 @@ def loss_figure(job: Job | None) -> go.Figure:
     if job is not None and job.steps:
         fig.add_trace(go.Scatter(x=list(job.steps), y=list(job.losses), mode="lines+markers", name="loss"))
     fig.update_layout(
-        title="training loss (masked LM for language adapters, task loss for task adapters)",
+        title="training loss, live",
         xaxis_title="step",
-        yaxis_title="loss",
+        yaxis_title="loss (masked LM or task)",
         height=320,
         margin=dict(l=50, r=20, t=50, b=40),
     )
     return fig
 
 
-def follow(state: AppState, job: Job, progress: gr.Progress):
-    """Yield (status, loss figure, download) about once a second until the job ends."""
+def progress_line(job: Job) -> str:
+    """The job's progress as a text bar, shown in the status line beside the loss curve (never over it)."""
+    if not job.total:
+        return f"⏳ {job.state} …"
+    done = job.step / job.total
+    bar = "▰" * round(12 * done) + "▱" * (12 - round(12 * done))
+    loss = f" · loss {job.losses[-1]:.3f}" if job.losses else ""
+    return f"⏳ {bar} **{100 * done:.0f}%** · {job.summary()}{loss}"
+
+
+UPDATE_SECONDS = 0.5  # how often a running job's curve and status are sent to the page
+
+
+def follow(state: AppState, job: Job, renamed: str = ""):
+    """Yield (status, loss figure, download) while the job runs: a new curve whenever new steps were logged."""
     shown = -1
-    while not job.finished.wait(timeout=1.0):
-        if job.total:
-            progress((job.step, job.total), desc=f"{job.name}: step {job.step}/{job.total}")
-        else:
-            progress(0, desc=job.state)
+    while not job.finished.wait(timeout=UPDATE_SECONDS):
         if len(job.steps) != shown:
             shown = len(job.steps)
-            status = f"⏳ Training {job.summary()}. Loss {job.losses[-1]:.3f}" if job.losses else f"⏳ {job.state} …"
-            yield status, loss_figure(job), gr.skip()
+            yield progress_line(job) + renamed, loss_figure(job), gr.skip()
     if job.state == "done":
         zip_path = state.registry.zip_adapter(job.entry.name)
         status = (
-            f"✅ Trained {job.entry.kind} adapter **{job.entry.name}**: {job.message}. It is now selectable in "
-            f"Explore (and in every other open page); download it below in AdapterHub format."
+            f"✅ Trained {job.entry.kind} adapter **{job.entry.name}**: {job.message}.{renamed} It is now selectable "
+            f"in Explore (and in every other open page); download it below in AdapterHub format."
         )
         yield status, loss_figure(job), str(zip_path)
     elif job.state == "failed":
         raise ValueError(job.message)  # an error in the UI and for API clients, not a status line
+    elif job.state == "cancelled":
+        yield (
+            f"⚠️ Cancelled at step {job.step} of {job.total}; nothing was saved.",
+            loss_figure(job),
+            gr.skip(),
+        )
     else:
         yield f"⚠️ {job.message}", loss_figure(job), gr.skip()
+
+
+def busy_status(e: Exception) -> tuple:
+    """Another visitor's job is running: said in the status line, not as an error on every output."""
+    return f"⏳ Not started: {e}", gr.skip(), gr.skip()
+
+
+def renamed_note(wanted: str, name: str) -> str:
+    return "" if wanted == name else f" (the name {wanted!r} is taken, so it is saved as **{name}**)"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -262,7 +294,7 @@ def build(state: AppState) -> dict:
         "teaching-sized adapter."
     )
     backbone = gr.Dropdown(
-        reg.backbone_choices(), value=reg.default_backbone, label="backbone", allow_custom_value=True
+        backbone_choices(state), value=reg.default_backbone, label="backbone", allow_custom_value=True
     )
     with gr.Tabs():
         with gr.Tab("Language adapter"):
@@ -271,10 +303,13 @@ def build(state: AppState) -> dict:
                 "only the language adapter (reduction factor 2) and its invertible NICE adapter learn."
             )
             with gr.Row():
-                lang_name = gr.Textbox(label="language code / adapter name", value="qu", max_lines=1)
-                lang_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=50, step=1, label="steps")
+                lang_name = gr.Textbox(label="language code / adapter name", value="my-lang", max_lines=1)
+                lang_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=50, step=1, label="steps", elem_id="lang-steps")
                 lang_lr = gr.Number(value=5e-4, label="learning rate")
-            lang_text = gr.Textbox(label="text (one sentence or paragraph per line)", lines=6)
+            lang_text = gr.Textbox(label="text (one sentence or paragraph per line)", lines=6, elem_id="lang-text")
+            sample_btn = gr.Button(
+                "Fill in a sample text (Swahili, written for this app)", size="sm", elem_id="lang-sample"
+            )
             with gr.Row():
                 lang_files = gr.File(label="or upload UTF-8 .txt files", file_count="multiple", file_types=[".txt"])
                 hub_dataset = gr.Textbox(
@@ -286,7 +321,7 @@ def build(state: AppState) -> dict:
             with gr.Row():
                 lang_batch = gr.Slider(1, 32, value=8, step=1, label="batch size")
                 lang_seed = gr.Number(value=0, label="seed", precision=0)
-            lang_btn = gr.Button("Train language adapter", variant="primary")
+            lang_btn = gr.Button("Train language adapter", variant="primary", elem_id="lang-train")
         with gr.Tab("Task adapter"):
             gr.Markdown(
                 "A task adapter (reduction factor 16) and its head, stacked on a frozen language adapter of the "
@@ -310,11 +345,13 @@ def build(state: AppState) -> dict:
                 task_seed = gr.Number(value=0, label="seed", precision=0)
             task_btn = gr.Button("Train task adapter", variant="primary")
 
-    status = gr.Markdown("No job started from this page yet.")
-    with gr.Row():
-        cancel_btn = gr.Button("Cancel my job", variant="stop")
-        download = gr.File(label="the trained adapter (AdapterHub zip)", interactive=False, height=90)
-    loss_plot = gr.Plot(label="loss")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=280):
+            loss_plot = gr.Plot(label="loss", elem_id="loss-plot")
+        with gr.Column(scale=2, min_width=260):
+            status = gr.Markdown("No job started from this page yet.", elem_id="train-status")
+            cancel_btn = gr.Button("Cancel my job", variant="stop")
+            download = gr.File(label="the trained adapter (AdapterHub zip)", interactive=False, height=90)
 
     with gr.Accordion("Upload an adapter (AdapterHub zip)", open=False):
         gr.Markdown(
@@ -332,7 +369,7 @@ def build(state: AppState) -> dict:
     def train_language_adapter_ui(
         text: str,
         files: list[str] | None = None,
-        name: str = "qu",
+        name: str = "my-lang",
         steps: float = 50,
         learning_rate: float = 5e-4,
         hub_dataset: str = "",
@@ -340,7 +377,6 @@ def build(state: AppState) -> dict:
         batch_size: float = 8,
         seed: float = 0,
         request: gr.Request = None,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds its tracker by this default)
     ):
         backbone = reg.check_backbone(backbone)
         name = check_name(name, "language code / adapter name")
@@ -351,19 +387,23 @@ def build(state: AppState) -> dict:
                 f"backbone {backbone} has no masked-LM head here, so it cannot train a language adapter "
                 "(the offline backbone's head ships as assets/mlm_head/); task adapters still train"
             )
-        name = reg.reserve(name)  # atomic: a name in use (registered, reserved or on disk) becomes name-2
+        wanted, name = name, reg.reserve(name)  # atomic: a name in use (registered, reserved or on disk) -> name-2
         try:
             work = language_job(state, texts, name, backbone, config)
             job = state.jobs.start("language", name, backbone, work, owner=getattr(request, "session_hash", None))
+        except Busy as e:
+            reg.release(name)
+            yield busy_status(e)
+            return
         except BaseException:
             reg.release(name)
             raise
         yield (
-            f"⏳ Started: {len(texts):,} lines of text, {config.steps} steps.",
+            f"⏳ Started: {len(texts):,} lines of text, {config.steps} steps.{renamed_note(wanted, name)}",
             loss_figure(None),
             None,
         )
-        yield from follow(state, job, progress)
+        yield from follow(state, job, renamed_note(wanted, name))
 
     @friendly
     def train_task_adapter_ui(
@@ -377,25 +417,28 @@ def build(state: AppState) -> dict:
         batch_size: float = 8,
         seed: float = 0,
         request: gr.Request = None,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds its tracker by this default)
     ):
         backbone = reg.check_backbone(backbone)  # before anything is read or loaded: only the app's own backbones
         name = check_name(name)
         config = train_config(steps, learning_rate, batch_size, 128, seed)
         examples = read_task_data(task, file)
-        name = reg.reserve(name)  # atomic: a name in use (registered, reserved or on disk) becomes name-2
+        wanted, name = name, reg.reserve(name)  # atomic: a name in use (registered, reserved or on disk) -> name-2
         try:
             work = task_job(state, task, examples, name, language_adapter, backbone, config)
             job = state.jobs.start("task", name, backbone, work, owner=getattr(request, "session_hash", None))
+        except Busy as e:
+            reg.release(name)
+            yield busy_status(e)
+            return
         except BaseException:
             reg.release(name)
             raise
         yield (
-            f"⏳ Started: {len(examples):,} {task.upper()} examples, {config.steps} steps.",
+            f"⏳ Started: {len(examples):,} {task.upper()} examples, {config.steps} steps.{renamed_note(wanted, name)}",
             loss_figure(None),
             None,
         )
-        yield from follow(state, job, progress)
+        yield from follow(state, job, renamed_note(wanted, name))
 
     def cancel(request: gr.Request):
         job = state.jobs.current()
@@ -418,7 +461,8 @@ def build(state: AppState) -> dict:
         return f"✅ Loaded **{entry.name}** ({what}); select it in Explore."
 
     outputs = [status, loss_plot, download]
-    training = dict(concurrency_limit=4, concurrency_id="training")
+    # The status line carries the progress; Gradio's overlay would cover the live curve, so it is hidden.
+    training = dict(concurrency_limit=4, concurrency_id="training", show_progress="hidden")
     lang_event = lang_btn.click(
         train_language_adapter_ui,
         [lang_text, lang_files, lang_name, lang_steps, lang_lr, hub_dataset, backbone, lang_batch, lang_seed],
@@ -438,6 +482,13 @@ def build(state: AppState) -> dict:
         upload_adapter, [upload, backbone], upload_status, api_name="upload_adapter", concurrency_limit=2
     )
     task_kind.change(lambda t: "my-" + t, task_kind, task_name, api_visibility="private", queue=False)
+    sample_btn.click(
+        lambda: ("\n".join(sample_text()), "my-sw"),
+        None,
+        [lang_text, lang_name],
+        api_visibility="private",
+        queue=False,
+    )
     return {
         "task_lang": task_lang,
         "status": status,
