@@ -11,14 +11,8 @@ from madx_core import data as D
 from madx_core.transfer import run_transfer
 
 
-def test_transfer_matrix_writes_results(tmp_path, data_dir):
-    en = D.read_conll(data_dir / "ner" / "en" / "train.txt")[:40]
-    sw = D.read_conll(data_dir / "ner" / "swa" / "test.txt")[:15]
-    texts = D.read_text(data_dir / "text" / "udhr" / "sw.txt")[:20]
-    for name, sents in (("en.txt", en), ("sw.txt", sw)):
-        D.write_conll(tmp_path / name, [s.tokens for s in sents], [s.labels for s in sents])
-    (tmp_path / "sw_text.txt").write_text("\n".join(texts), encoding="utf-8")
-    tok = make_word_tokenizer([w for s in en + sw for w in s.tokens] + " ".join(texts).split())
+def tiny_backbone(path, tok):
+    """A 2-layer random BERT with an MLM head and `tok`, saved as a local checkpoint directory."""
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(tok),
@@ -29,9 +23,20 @@ def test_transfer_matrix_writes_results(tmp_path, data_dir):
         max_position_embeddings=256,
         pad_token_id=1,
     )
-    backbone = tmp_path / "tiny"
-    BertForMaskedLM(config).save_pretrained(backbone)
-    tok.save_pretrained(backbone)
+    BertForMaskedLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_transfer_matrix_writes_results(tmp_path, data_dir):
+    en = D.read_conll(data_dir / "ner" / "en" / "train.txt")[:40]
+    sw = D.read_conll(data_dir / "ner" / "swa" / "test.txt")[:15]
+    texts = D.read_text(data_dir / "text" / "udhr" / "sw.txt")[:20]
+    for name, sents in (("en.txt", en), ("sw.txt", sw)):
+        D.write_conll(tmp_path / name, [s.tokens for s in sents], [s.labels for s in sents])
+    (tmp_path / "sw_text.txt").write_text("\n".join(texts), encoding="utf-8")
+    tok = make_word_tokenizer([w for s in en + sw for w in s.tokens] + " ".join(texts).split())
+    backbone = tiny_backbone(tmp_path / "tiny", tok)
 
     cfg = {
         "backbone": str(backbone),
@@ -88,18 +93,7 @@ def test_transfer_sources_matrix_and_growing_a_run(tmp_path, data_dir):
     for name, sents in (("en.txt", en), ("sw.txt", sw)):
         D.write_conll(tmp_path / name, [s.tokens for s in sents], [s.labels for s in sents])
     tok = make_word_tokenizer([w for s in en + sw for w in s.tokens])
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        pad_token_id=1,
-    )
-    BertForMaskedLM(config).save_pretrained(tmp_path / "tiny")
-    tok.save_pretrained(tmp_path / "tiny")
+    tiny_backbone(tmp_path / "tiny", tok)
     cfg = {
         "backbone": str(tmp_path / "tiny"),
         "systems": ["madx", "baseline"],
