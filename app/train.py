@@ -365,6 +365,21 @@ def build(state: AppState) -> dict:
 
     # --- callbacks ---------------------------------------------------------------------------------------
 
+    def start_and_follow(kind: str, wanted: str, backbone: str, make_work, started: str, request):
+        """Reserve a name, start the job under it (or say the trainer is busy), then stream the job's progress."""
+        name = reg.reserve(wanted)  # atomic: a name in use (registered, reserved or on disk) -> name-2
+        try:
+            job = state.jobs.start(kind, name, backbone, make_work(name), owner=getattr(request, "session_hash", None))
+        except Busy as e:
+            reg.release(name)
+            yield busy_status(e)
+            return
+        except BaseException:
+            reg.release(name)
+            raise
+        yield f"⏳ Started: {started}{renamed_note(wanted, name)}", loss_figure(None), None
+        yield from follow(state, job, renamed_note(wanted, name))
+
     @friendly
     def train_language_adapter_ui(
         text: str,
@@ -387,23 +402,14 @@ def build(state: AppState) -> dict:
                 f"backbone {backbone} has no masked-LM head here, so it cannot train a language adapter "
                 "(the offline backbone's head ships as assets/mlm_head/); task adapters still train"
             )
-        wanted, name = name, reg.reserve(name)  # atomic: a name in use (registered, reserved or on disk) -> name-2
-        try:
-            work = language_job(state, texts, name, backbone, config)
-            job = state.jobs.start("language", name, backbone, work, owner=getattr(request, "session_hash", None))
-        except Busy as e:
-            reg.release(name)
-            yield busy_status(e)
-            return
-        except BaseException:
-            reg.release(name)
-            raise
-        yield (
-            f"⏳ Started: {len(texts):,} lines of text, {config.steps} steps.{renamed_note(wanted, name)}",
-            loss_figure(None),
-            None,
+        yield from start_and_follow(
+            "language",
+            name,
+            backbone,
+            lambda final: language_job(state, texts, final, backbone, config),
+            f"{len(texts):,} lines of text, {config.steps} steps.",
+            request,
         )
-        yield from follow(state, job, renamed_note(wanted, name))
 
     @friendly
     def train_task_adapter_ui(
@@ -422,23 +428,14 @@ def build(state: AppState) -> dict:
         name = check_name(name)
         config = train_config(steps, learning_rate, batch_size, 128, seed)
         examples = read_task_data(task, file)
-        wanted, name = name, reg.reserve(name)  # atomic: a name in use (registered, reserved or on disk) -> name-2
-        try:
-            work = task_job(state, task, examples, name, language_adapter, backbone, config)
-            job = state.jobs.start("task", name, backbone, work, owner=getattr(request, "session_hash", None))
-        except Busy as e:
-            reg.release(name)
-            yield busy_status(e)
-            return
-        except BaseException:
-            reg.release(name)
-            raise
-        yield (
-            f"⏳ Started: {len(examples):,} {task.upper()} examples, {config.steps} steps.{renamed_note(wanted, name)}",
-            loss_figure(None),
-            None,
+        yield from start_and_follow(
+            "task",
+            name,
+            backbone,
+            lambda final: task_job(state, task, examples, final, language_adapter, backbone, config),
+            f"{len(examples):,} {task.upper()} examples, {config.steps} steps.",
+            request,
         )
-        yield from follow(state, job, renamed_note(wanted, name))
 
     def cancel(request: gr.Request):
         job = state.jobs.current()
