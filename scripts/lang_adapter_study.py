@@ -61,19 +61,12 @@ class Recipe:
 
 
 def texts(data_dir: Path) -> dict[str, list[str]]:
-    """Unlabelled training text per language (the language adapters' text of configs/transfer.json)."""
-    conll = lambda p: [" ".join(s.tokens) for s in D.read_conll(p)]  # noqa: E731
-    contexts = lambda p: sorted({e.context for e in D.read_squad(p)})  # noqa: E731
-    udhr = lambda lang: D.read_text(data_dir / "text" / "udhr" / f"{lang}.txt")  # noqa: E731
-    out = {
-        "en": udhr("en") + conll(data_dir / "ner/en/train.txt") + contexts(data_dir / "qa/xquad.en.json"),
-        "sw": udhr("sw") + conll(data_dir / "ner/swa/train.txt"),
-        "ha": conll(data_dir / "ner/hau/train.txt"),
-        "pcm": udhr("pcm") + conll(data_dir / "ner/pcm/train.txt"),
-    }
-    for lang in ("de", "ar", "zh", "es"):
-        out[lang] = (udhr(lang) if lang != "es" else []) + contexts(data_dir / f"qa/xquad.{lang}.json")
-    return out
+    """Unlabelled training text per language: exactly the language adapters' text of configs/transfer.json."""
+    from madx_core.transfer import _texts
+
+    os.environ.setdefault("MADX_DATA_DIR", str(data_dir))
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "configs" / "transfer.json").read_text())
+    return {lang: _texts(cfg, lang) for lang in cfg["texts"]}
 
 
 @torch.no_grad()
