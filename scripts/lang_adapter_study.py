@@ -402,7 +402,9 @@ def main() -> None:
             continue
         r.steps = max(2, int(r.steps * args.scale))
         study.recipe(head, r, curve)
-    if args.transfer_config:
+    if args.transfer_config and not study.results.get("recipes"):
+        study.log("no recipe finished within the budget: nothing to choose, no config written")
+    elif args.transfer_config:
         from madx_core.backbones import MLM_HEAD_ASSET
 
         head_out = Path(args.head_out or MLM_HEAD_ASSET)
