@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import data as D
+from . import launch
 from .adapters import AdapterConfig, Stack
 
 
@@ -118,9 +119,6 @@ def _train_config(args):
     config.grad_accum = args.grad_accum
     config.checkpoint_every = args.checkpoint_every or 0
     config.resume = args.resume
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "WORLD_SIZE" not in os.environ:
-        # accelerate 1.x starts several CPU processes only through mpirun: `--cpu --num_processes N` runs one.
-        _log("note: accelerate launch --cpu started one process; for N CPU processes use accelerate launch --multi_gpu")
     if config.checkpoint_every or config.resume:
         config.checkpoint = str(checkpoint_path(args.out))
         if config.resume and not Path(config.checkpoint).is_file():
@@ -469,6 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        processes = launch.requested_cpu_processes()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if processes > 1:  # `accelerate launch --cpu --num_processes N` started only this copy: start the N workers
+        return launch.run_workers(processes, sys.argv[1:] if argv is None else argv)
     if getattr(args, "name", "unset") is None:
         args.name = args.task
     try:

@@ -270,3 +270,26 @@ def test_a_streamed_run_resumes_mid_buffer_to_the_same_weights(tmp_path, setup):
     for k, v in adapter_state(whole, "sw").items():
         assert torch.equal(v, adapter_state(resumed_model, "sw")[k]), k
     assert sum(expected.losses[-4:]) < sum(expected.losses[:4])  # and it learns
+
+
+def test_the_readme_cpu_launch_form_starts_two_processes(tmp_path, setup):
+    """`accelerate launch --cpu --num_processes 2` (accelerate 1.x alone would start one process) trains with 2,
+    to the weights of the `--multi_gpu` form."""
+    d, *_ = setup
+    args = ["train-lang", "--lang", "sw", "--text", str(d / "sw.txt"), "--steps", "4", "--batch-size", "4"]
+    args += ["--backbone", str(d / "tiny"), "--seed", "3", "--max-length", "32", "--lr", "1e-3", "--json"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    run = subprocess.run(
+        [*launch, "-m", "madx_core", *args, "--out", str(tmp_path / "cpu" / "sw")],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout)["processes"] == 2
+    run_cli([*args[:-1], "--out", str(tmp_path / "gpu_form" / "sw")], 2)
+    assert_same_tensors(tmp_path / "cpu" / "sw", tmp_path / "gpu_form" / "sw", "adapter.safetensors")
+    assert sorted(p.name for p in (tmp_path / "cpu").iterdir()) == ["sw"]
