@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from madx_core.adapters import Stack
-from madx_core.data import atomic_write_text
+from madx_core.atomic import atomic_open, atomic_write_text
 from madx_core.hub_format import load_adapter
 from madx_core.model import AdapterModel
 
@@ -502,18 +502,10 @@ class Registry:
         if entry is None or entry.path is None:
             raise ValueError(f"unknown adapter {name!r}")
         out = self.downloads / f"{name}.zip"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip", dir=out.parent)
-        os.close(fd)
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-                for file_name in ADAPTERHUB_FILES:
-                    if (entry.path / file_name).is_file():
-                        zf.write(entry.path / file_name, f"{name}/{file_name}")
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_open(out, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+            for file_name in ADAPTERHUB_FILES:
+                if (entry.path / file_name).is_file():
+                    zf.write(entry.path / file_name, f"{name}/{file_name}")
         return out
 
 

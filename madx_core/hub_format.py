@@ -9,11 +9,8 @@ config fields are described in ../shared/ADAPTERHUB_FORMAT.md and were checked a
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .adapters import Adapter, AdapterConfig
+from .atomic import atomic_dir
 from .heads import HeadConfig, PredictionHead
 
 LIBRARY_VERSION = "adapters.1.3.0"
@@ -462,19 +460,6 @@ def _write_head(model, name: str, directory: Path, dtype: torch.dtype | None) ->
     )
 
 
-def _atomic_dir(out_dir: str | Path, write) -> None:
-    """Call write(tmp_dir), then move tmp_dir to out_dir: the directory appears whole or not at all."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        write(tmp)
-        _replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def save_adapter(
     model, out_dir: str | Path, name: str, with_head: bool = True, dtype: torch.dtype | None = None
 ) -> None:
@@ -483,7 +468,7 @@ def save_adapter(
         raise ValueError(f"unknown adapter {name!r}; loaded adapters: {', '.join(sorted(model.adapters)) or 'none'}")
     adapter = model.adapters[name]
 
-    def write(tmp: Path) -> None:
+    with atomic_dir(out_dir) as tmp:
         meta = {"config": library_config(adapter.config), **_common_meta(model, name)}
         (tmp / "adapter_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         state = to_hub_keys(adapter, name, model.config.model_type)
@@ -491,14 +476,13 @@ def save_adapter(
         if with_head and name in model.heads:
             _write_head(model, name, tmp, dtype)
 
-    _atomic_dir(out_dir, write)
-
 
 def save_head(model, name: str, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
     """Write only head `name` (head_config.json + model_head.safetensors), atomically."""
     if name not in model.heads:
         raise ValueError(f"unknown head {name!r}; loaded heads: {', '.join(sorted(model.heads)) or 'none'}")
-    _atomic_dir(out_dir, lambda tmp: _write_head(model, name, tmp, dtype))
+    with atomic_dir(out_dir) as tmp:
+        _write_head(model, name, tmp, dtype)
 
 
 def load_head(model, head_dir: str | Path, load_as: str | None = None) -> str:
@@ -513,14 +497,3 @@ def load_head(model, head_dir: str | Path, load_as: str | None = None) -> str:
         head.requires_grad_(False).train(model.training)
         model.heads[name] = head.to(model.word_embeddings.weight.device)
     return name
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place; an existing one is swapped out, never left half-written."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)

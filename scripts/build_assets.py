@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from madx_core.data import atomic_write_text
+from madx_core.atomic import atomic_write_text
 from madx_core.transfer import _write_results, run_transfer, summarise
 
 REPO = Path(__file__).resolve().parents[1]
