@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from madx_core import hub_format
 from madx_core.adapters import Stack
 from madx_core.atomic import atomic_open, atomic_write_text
-from madx_core.hub_format import load_adapter
 from madx_core.model import AdapterModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,16 +49,6 @@ NO_ADAPTER = "none"  # the language-adapter choice that runs the task adapter al
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 NAME_LIKE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a catalog name is echoed in errors; a path never is
 LANG_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})?$")  # a language code such as sw, pcm, zh-Hans
-ADAPTER_FILES = ("adapter.safetensors", "pytorch_adapter.bin")
-# The only files kept from an upload and put in a download: configs and weights, nothing a browser would render.
-ADAPTERHUB_FILES = (
-    "adapter_config.json",
-    "adapter.safetensors",
-    "pytorch_adapter.bin",
-    "head_config.json",
-    "model_head.safetensors",
-    "pytorch_model_head.bin",
-)
 APP_META = ".app.json"  # the app's own note beside an adapter it keeps (origin, backbone), read again on restart
 
 # Fair sharing: long texts take one lane, so they never hold every worker while one-sentence requests wait.
@@ -153,39 +143,18 @@ class AdapterEntry:
         return f"{self.name} · {self.task.upper()} ({self.origin}{on})"
 
 
-def classify_adapter_dir(directory: Path) -> tuple[str, str | None, list[str]]:
-    """Read an AdapterHub directory's JSON files: ("language" | "task", task, NER labels). Weights are not read."""
-    if not (directory / "adapter_config.json").is_file():
-        raise ValueError(f"{directory.name} is not an adapter: adapter_config.json is missing")
-    if not any((directory / f).is_file() for f in ADAPTER_FILES):
-        raise ValueError(f"{directory.name} is not an adapter: it has no adapter.safetensors or pytorch_adapter.bin")
-    head_file = directory / "head_config.json"
-    if not head_file.is_file():
+HEAD_TASKS = {"tagging": "ner", "question_answering": "qa"}  # the task heads this app runs
+
+
+def describe_adapter(directory: Path) -> tuple[str, str | None, list[str]]:
+    """("language" | "task", task, NER labels) of an AdapterHub directory, read from its JSON files."""
+    info = hub_format.inspect(directory)
+    if info.kind == "language":
         return "language", None, []
-    try:
-        head_meta = json.loads(head_file.read_text(encoding="utf-8"))
-        head = head_meta.get("config") or {}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError) as e:
-        raise ValueError(f"{directory.name}/head_config.json is not valid JSON ({e})") from None
-    if not isinstance(head, dict):
-        raise ValueError(f"{directory.name}/head_config.json has no 'config' object")
-    kind = head.get("head_type")
-    if kind in ("tagging", "question_answering"):
-        # The core loads a head under its own saved name when that differs from the adapter's; such a head could
-        # replace a shared one (e.g. "ner"), so the two names must match.
-        adapter_name, head_name = _saved_name(directory), head_meta.get("name")
-        if head_name and adapter_name and head_name != adapter_name:
-            raise ValueError(f"the head is named {head_name!r} but its adapter {adapter_name!r}; the names must match")
-    if kind == "tagging":
-        label2id = head.get("label2id") or {}
-        if not isinstance(label2id, dict) or not all(isinstance(v, int) for v in label2id.values()):
-            raise ValueError(f"{directory.name}/head_config.json: label2id must map labels to whole numbers")
-        return "task", "ner", sorted(label2id, key=label2id.get)
-    if kind == "question_answering":
-        return "task", "qa", []
-    if kind == "masked_lm":
-        return "language", None, []
-    raise ValueError(f"{directory.name} has a {kind!r} head; this app runs NER (tagging) and QA heads")
+    if info.head_type not in HEAD_TASKS:
+        raise ValueError(f"{directory.name} has a {info.head_type!r} head; this app runs NER (tagging) and QA heads")
+    info.check_head_name()  # loading would refuse it too (exist_ok=False); a scan leaves it out at once
+    return "task", HEAD_TASKS[info.head_type], info.labels
 
 
 class Registry:
@@ -259,7 +228,7 @@ class Registry:
                     self._add(AdapterEntry(d.name + suffix, "language", None, origin, d, lang=d.name))
         for d in sorted((root / "task").glob("*/")) if (root / "task").is_dir() else []:
             try:
-                kind, task, labels = classify_adapter_dir(d)
+                kind, task, labels = describe_adapter(d)
             except ValueError:
                 continue  # a half-written asset: leave it out rather than fail at start-up
             if kind == "task":
@@ -282,7 +251,7 @@ class Registry:
                 try:
                     if not d.is_dir() or not NAME_RE.match(d.name) or d.name in self.entries:
                         raise ValueError("not an adapter folder with an app name")
-                    kind, task, labels = classify_adapter_dir(d)
+                    kind, task, labels = describe_adapter(d)
                     note = _read_app_meta(d)
                     backbone = note.get("backbone") or self.default_backbone
                     if backbone not in self.backbone_choices():
@@ -375,7 +344,7 @@ class Registry:
                     entry.path = Path(fetch_adapter(entry.hub_id))
                 # A language adapter's own head (if a file has one) is never used: load only the adapter. A task
                 # adapter's head goes under the adapter's own name, never over another one.
-                load_adapter(
+                hub_format.load_adapter(
                     model,
                     entry.path,
                     load_as=entry.name,
@@ -413,13 +382,15 @@ class Registry:
         already loaded is replaced. The app's note beside it lets a restarted app register it again.
         """
         try:
-            kind, task, labels = classify_adapter_dir(directory)
+            kind, task, labels = describe_adapter(directory)
             model, _ = self.model(backbone)
             with self._lock:
                 if name in self.entries:
                     raise ValueError(f"an adapter named {name!r} exists already; choose another name")
                 # Reads safetensors / weights_only tensors and checks every shape before the model changes.
-                load_adapter(model, directory, load_as=name, with_head=kind == "task", head_as=name, exist_ok=False)
+                hub_format.load_adapter(
+                    model, directory, load_as=name, with_head=kind == "task", head_as=name, exist_ok=False
+                )
                 note = {"origin": origin, "backbone": backbone, "lang": lang}
                 atomic_write_text(directory / APP_META, json.dumps(note))
                 return self._add(AdapterEntry(name, kind, task, origin, directory, lang, backbone, labels=labels))
@@ -479,7 +450,7 @@ class Registry:
         tmp = Path(tempfile.mkdtemp(prefix=".upload.", dir=uploads))
         try:
             directory = extract_adapter_zip(Path(zip_path), tmp)
-            saved = _saved_name(directory) or Path(zip_path).stem
+            saved = hub_format.inspect(directory).name or Path(zip_path).stem
             name = self.reserve(re.sub(r"[^A-Za-z0-9_-]", "-", saved)[:40].strip("-_") or "uploaded")
             final = uploads / name
             try:
@@ -503,7 +474,7 @@ class Registry:
             raise ValueError(f"unknown adapter {name!r}")
         out = self.downloads / f"{name}.zip"
         with atomic_open(out, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-            for file_name in ADAPTERHUB_FILES:
+            for file_name in hub_format.FILES:
                 if (entry.path / file_name).is_file():
                     zf.write(entry.path / file_name, f"{name}/{file_name}")
         return out
@@ -515,15 +486,6 @@ def _read_app_meta(directory: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return note if isinstance(note, dict) else {}
-
-
-def _saved_name(directory: Path) -> str | None:
-    """The `name` an adapter was saved under, when it is a string (a file may say anything)."""
-    try:
-        name = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8")).get("name")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    return name if isinstance(name, str) else None
 
 
 def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
@@ -572,7 +534,7 @@ def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
         kept = [
             i
             for i in members
-            if not i.is_dir() and str(Path(i.filename).parent) == folder and Path(i.filename).name in ADAPTERHUB_FILES
+            if not i.is_dir() and str(Path(i.filename).parent) == folder and Path(i.filename).name in hub_format.FILES
         ]
         written = 0
         for info in kept:
