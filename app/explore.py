@@ -10,10 +10,16 @@ from pathlib import Path
 import gradio as gr
 
 from madx_core.adapters import Stack
+from madx_core.backbones import hub_reachable
 from madx_core.evaluation import Entity, answer_question, tag_text
 from madx_core.model import AdapterModel
 
-from .state import INFERENCE_WORKERS, NO_ADAPTER, AppState, clean_text, friendly, text_chunks
+from .errors import friendly
+from .inputs import clean_text
+from .jobs import text_chunks
+from .limits import INFERENCE_WORKERS
+from .registry import NO_ADAPTER
+from .state import AppState
 
 EXAMPLES_FILE = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
 # Dark enough that the white label text Gradio draws on them has a contrast of at least 4.5:1 (WCAG AA).
@@ -35,10 +41,8 @@ NEAREST_ADAPTER = {
 
 def check_available(state: AppState, backbone: str | None) -> None:
     """Offline, a Hub backbone is listed (labelled unavailable) but refused at once with the reason."""
-    from .state import offline
-
     name = state.registry.check_backbone(backbone)  # one of the app's own choices (never echoes anything else)
-    if name != state.registry.default_backbone and offline():
+    if name != state.registry.default_backbone and not hub_reachable():
         raise ValueError(
             f"backbone {name} needs the Hugging Face Hub, which is offline here; use {state.registry.default_backbone}"
         )
@@ -601,9 +605,7 @@ def build(state: AppState) -> dict:
 
 def backbone_choices(state: AppState) -> list[tuple[str, str]]:
     """The backbones as (label, name); offline, the Hub backbones say why they cannot be used here."""
-    from .state import offline
-
-    is_offline = offline()
+    is_offline = not hub_reachable()
     out = []
     for name in state.registry.backbone_choices():
         if name != state.registry.default_backbone and is_offline:

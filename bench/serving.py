@@ -182,7 +182,7 @@ def long_text_probe(state, url: str, short_text: str, downloads: str) -> dict:
     """Four texts just under the size limit at once, then one sentence: how long the sentence waits."""
     from gradio_client import Client
 
-    from app.state import MAX_TEXT_CHARS
+    from app.limits import MAX_TEXT_CHARS
 
     long_text = (short_text + "\n") * ((MAX_TEXT_CHARS - 1000) // (len(short_text) + 1))
     longs = [Client(url, verbose=False, analytics_enabled=False, download_files=downloads) for _ in range(4)]

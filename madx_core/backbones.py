@@ -126,13 +126,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MADX_CACHE", Path.home() / ".cache" / "madx"))
 
 
-def offline() -> bool:
+def hub_switched_off() -> bool:
+    """Whether MADX_OFFLINE or HF_HUB_OFFLINE switches the Hub off (`hub_reachable` also checks that it answers)."""
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("MADX_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def hub_reachable() -> bool:
     """Whether the Hub may be used: not switched off by MADX_OFFLINE / HF_HUB_OFFLINE, and its host answers."""
-    return not offline() and _probe_hub(hub_endpoint())
+    return not hub_switched_off() and _probe_hub(hub_endpoint())
 
 
 def hub_endpoint() -> str:

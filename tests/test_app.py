@@ -153,7 +153,7 @@ def test_ner_any_script_and_control_characters(served):
     for e in entities:
         assert shown[e["start"] : e["end"]] == e["text"]
     # A lone surrogate cannot travel as UTF-8 JSON, but the same cleaning handles one inside Python.
-    from app.state import clean_text
+    from app.inputs import clean_text
 
     assert clean_text("a\ud800b") == "a b"
 
