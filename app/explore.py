@@ -124,8 +124,7 @@ def qa(state: AppState, question: str, context: str, backbone: str, lang: str, t
     (pred,) = state.lanes.run(
         len(context), [context], lambda c: answer_question(model, tokenizer, question, c, stack, head)
     )
-    start = int(getattr(pred, "start", -1))
-    end = int(getattr(pred, "end", start + len(pred.text) if start >= 0 else -1))
+    start, end = pred.start, pred.end  # -1, -1 when there is no answer
     score = float(pred.score)
     note = qa_note(score, pred.text)
     answer = {"answer": pred.text, "score": round(score, 4), "start": start, "end": end, "note": note}

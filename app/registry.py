@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from madx_core import hub_format
+from madx_core import adapterhub
 from madx_core.adapters import Stack
 from madx_core.atomic import atomic_write_text
 from madx_core.backbones import CATALOG, hub_reachable
@@ -66,7 +66,7 @@ HEAD_TASKS = {"tagging": "ner", "question_answering": "qa"}  # the task heads th
 
 def describe_adapter(directory: Path) -> tuple[str, str | None, list[str]]:
     """("language" | "task", task, NER labels) of an AdapterHub directory, read from its JSON files."""
-    info = hub_format.inspect(directory)
+    info = adapterhub.inspect(directory)
     if info.kind == "language":
         return "language", None, []
     if info.head_type not in HEAD_TASKS:
@@ -120,7 +120,7 @@ class Registry(Uploads):
             if backbone not in self._models:
                 model = AdapterModel.from_pretrained(backbone)
                 self._models[backbone] = (model, load_tokenizer(backbone))
-                self.add_hub_adapters(backbone)
+                self.add_adapterhub_adapters(backbone)
             return self._models[backbone]
 
     def training_copy(self, backbone: str) -> tuple[AdapterModel, object]:
@@ -175,7 +175,7 @@ class Registry(Uploads):
                 lang = note.get("lang") if isinstance(note.get("lang"), str) else None
                 self._add(AdapterEntry(d.name, kind, task, origin, d, lang, backbone=backbone, labels=labels))
 
-    def add_hub_adapters(self, backbone: str) -> None:
+    def add_adapterhub_adapters(self, backbone: str) -> None:
         """AdapterHub's pre-trained MAD-X language adapters for this backbone, listed only when the Hub is reachable.
 
         They are downloaded on first use; their names say which backbone they belong to.
@@ -257,7 +257,7 @@ class Registry(Uploads):
                     entry.path = Path(fetch_adapter(entry.hub_id))
                 # A language adapter's own head (if a file has one) is never used: load only the adapter. A task
                 # adapter's head goes under the adapter's own name, never over another one.
-                hub_format.load_adapter(
+                adapterhub.load_adapter(
                     model,
                     entry.path,
                     load_as=entry.name,
@@ -301,7 +301,7 @@ class Registry(Uploads):
                 if name in self.entries:
                     raise ValueError(f"an adapter named {name!r} exists already; choose another name")
                 # Reads safetensors / weights_only tensors and checks every shape before the model changes.
-                hub_format.load_adapter(
+                adapterhub.load_adapter(
                     model, directory, load_as=name, with_head=kind == "task", head_as=name, exist_ok=False
                 )
                 note = {"origin": origin, "backbone": backbone, "lang": lang}

@@ -1,6 +1,6 @@
 """Adapters in and out as zips, safely: the upload side of the app's `Registry` (quotas, unzip, register, download).
 
-An upload keeps only the AdapterHub files (`hub_format.FILES`), is checked member by member before anything is
+An upload keeps only the AdapterHub files (`adapterhub.FILES`), is checked member by member before anything is
 written, counts against per-visitor and app-wide quotas, and gets its own reserved name; a refused upload leaves no
 folder, no name and no loaded module behind.
 """
@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from madx_core import hub_format
+from madx_core import adapterhub
 from madx_core.atomic import atomic_open
 
 from .inputs import LANG_RE
@@ -93,7 +93,7 @@ class Uploads:
         tmp = Path(tempfile.mkdtemp(prefix=".upload.", dir=uploads))
         try:
             directory = extract_adapter_zip(Path(zip_path), tmp)
-            saved = hub_format.inspect(directory).name or Path(zip_path).stem
+            saved = adapterhub.inspect(directory).name or Path(zip_path).stem
             name = self.reserve(re.sub(r"[^A-Za-z0-9_-]", "-", saved)[:40].strip("-_") or "uploaded")
             final = uploads / name
             try:
@@ -117,7 +117,7 @@ class Uploads:
             raise ValueError(f"unknown adapter {name!r}")
         out = self.downloads / f"{name}.zip"
         with atomic_open(out, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-            for file_name in hub_format.FILES:
+            for file_name in adapterhub.FILES:
                 if (entry.path / file_name).is_file():
                     zf.write(entry.path / file_name, f"{name}/{file_name}")
         return out
@@ -169,7 +169,7 @@ def extract_adapter_zip(zip_path: Path, dest: Path) -> Path:
         kept = [
             i
             for i in members
-            if not i.is_dir() and str(Path(i.filename).parent) == folder and Path(i.filename).name in hub_format.FILES
+            if not i.is_dir() and str(Path(i.filename).parent) == folder and Path(i.filename).name in adapterhub.FILES
         ]
         written = 0
         for info in kept:

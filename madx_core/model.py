@@ -192,9 +192,9 @@ class AdapterModel(nn.Module):
     def load_adapter(self, adapter_dir: str | Path, load_as: str | None = None, with_head: bool = True, **kw) -> str:
         """Load an adapter (and its head, if saved beside it) in AdapterHub format; returns its name.
 
-        Keyword options (head_as, exist_ok, on_mismatch) are those of `hub_format.load_adapter`.
+        Keyword options (head_as, exist_ok, on_mismatch) are those of `adapterhub.load_adapter`.
         """
-        from .hub_format import load_adapter
+        from .adapterhub import load_adapter
 
         return load_adapter(self, adapter_dir, load_as=load_as, with_head=with_head, **kw)
 
@@ -202,7 +202,7 @@ class AdapterModel(nn.Module):
         self, out_dir: str | Path, name: str, with_head: bool = True, dtype: torch.dtype | None = None
     ) -> None:
         """Write adapter `name` (and its head of the same name) in AdapterHub format, atomically (dtype: e.g. fp16)."""
-        from .hub_format import save_adapter
+        from .adapterhub import save_adapter
 
         save_adapter(self, out_dir, name, with_head=with_head, dtype=dtype)
 

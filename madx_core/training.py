@@ -34,9 +34,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from . import data as D
+from .adapterhub import save_head
 from .adapters import AdapterConfig, Stack
 from .atomic import atomic_dir, atomic_open
-from .hub_format import save_head
 from .model import MLM_HEAD, AdapterModel
 
 Progress = Callable[[dict], None]  # receives {"step", "total", "loss", "elapsed"} after every logged step

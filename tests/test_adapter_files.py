@@ -1,4 +1,4 @@
-"""The one atomic writer, `hub_format.inspect` and `AdapterModel.install`, on a tiny random model (no shared data)."""
+"""The one atomic writer, `adapterhub.inspect` and `AdapterModel.install`, on a tiny random model (no shared data)."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 from transformers import BertConfig
 
 import madx_core as mx
-from madx_core import hub_format
+from madx_core import adapterhub
 from madx_core.adapters import Adapter
 from madx_core.atomic import atomic_dir, atomic_open, atomic_write_text
 
@@ -75,7 +75,7 @@ def saved(tmp_path, head: str | None) -> tuple[mx.AdapterModel, object]:
 )
 def test_inspect_reads_kind_names_labels_and_files(tmp_path, head, kind, head_type, labels):
     _, directory = saved(tmp_path, head)
-    info = hub_format.inspect(directory)
+    info = adapterhub.inspect(directory)
     assert (info.kind, info.head_type, info.labels, info.name) == (kind, head_type, labels, "ner")
     assert info.head_name == ("ner" if head else None)
     expected = ["adapter_config.json", "adapter.safetensors"]
@@ -87,24 +87,24 @@ def test_inspect_reads_kind_names_labels_and_files(tmp_path, head, kind, head_ty
 def test_inspect_refuses_what_is_not_an_adapter(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="adapter_config.json is missing"):
-        hub_format.inspect(tmp_path / "empty")
+        adapterhub.inspect(tmp_path / "empty")
     _, directory = saved(tmp_path, "tagging")
     (directory / "adapter.safetensors").unlink()
     with pytest.raises(ValueError, match="no adapter.safetensors"):
-        hub_format.inspect(directory)
+        adapterhub.inspect(directory)
 
 
 def test_a_renamed_head_is_reported_and_refused_by_strict_loading(tmp_path):
     model, directory = saved(tmp_path, "tagging")
     head_file = directory / "head_config.json"
     head_file.write_text(json.dumps({**json.loads(head_file.read_text()), "name": "qa"}))
-    info = hub_format.inspect(directory)
+    info = adapterhub.inspect(directory)
     assert info.head_name == "qa" and info.name == "ner"
     with pytest.raises(ValueError, match="names must match"):
         info.check_head_name()
     target = tiny_model()
     with pytest.raises(ValueError, match="names must match"):
-        hub_format.load_adapter(target, directory, load_as="up", head_as="up", exist_ok=False)
+        adapterhub.load_adapter(target, directory, load_as="up", head_as="up", exist_ok=False)
     assert "up" not in target.adapters and "up" not in target.heads  # nothing changed
 
 

@@ -189,7 +189,7 @@ def test_core_load_adapter_head_as_and_refusing_clashes(tmp_path):
     """madx_core's side of it: `head_as` names the head, `exist_ok=False` refuses a loaded name and changes nothing."""
     from transformers import BertConfig
 
-    from madx_core.hub_format import load_adapter
+    from madx_core.adapterhub import load_adapter
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -220,7 +220,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     import torch
     from transformers import BertConfig
     import madx_core as mx
-    from madx_core.hub_format import load_adapter
+    from madx_core.adapterhub import load_adapter
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

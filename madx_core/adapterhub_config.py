@@ -2,7 +2,7 @@
 
 What `adapters` 1.3.0 writes for a Pfeiffer (seq_bn) adapter, which of its settings MAD-X has, and how its weight keys
 map to the keys of madx_core's `Adapter` module (../shared/ADAPTERHUB_FORMAT.md describes the format; the tables were
-checked against the library itself, tests/fixtures/adapterhub). The files themselves are read in `hub_format`.
+checked against the library itself, tests/fixtures/adapterhub). The files themselves are read in `adapterhub`.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def to_local_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return local
 
 
-def to_hub_keys(adapter: Adapter, name: str, model_type: str) -> dict[str, torch.Tensor]:
+def to_adapterhub_keys(adapter: Adapter, name: str, model_type: str) -> dict[str, torch.Tensor]:
     prefix = KEY_PREFIXES[model_type]
     out = {}
     for key, tensor in adapter.state_dict().items():

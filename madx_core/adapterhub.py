@@ -18,18 +18,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .adapters import Adapter, AdapterConfig
-from .atomic import atomic_dir
-from .heads import HeadConfig, PredictionHead
-from .hub_config import (
+from .adapterhub_config import (
     LIBRARY_VERSION,
     MODEL_CLASSES,
     library_config,
     library_head_config,
     parse_adapter_config,
-    to_hub_keys,
+    to_adapterhub_keys,
     to_local_keys,
 )
+from .adapters import Adapter, AdapterConfig
+from .atomic import atomic_dir
+from .heads import HeadConfig, PredictionHead
 
 ADAPTER_WEIGHTS = ("adapter.safetensors", "pytorch_adapter.bin")
 HEAD_WEIGHTS = ("model_head.safetensors", "pytorch_model_head.bin")
@@ -372,7 +372,7 @@ def save_adapter(
     with atomic_dir(out_dir) as tmp:
         meta = {"config": library_config(adapter.config), **_common_meta(model, name)}
         (tmp / "adapter_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        state = to_hub_keys(adapter, name, model.config.model_type)
+        state = to_adapterhub_keys(adapter, name, model.config.model_type)
         save_file(_cast(state, dtype), str(tmp / "adapter.safetensors"))
         if with_head and name in model.heads:
             _write_head(model, name, tmp, dtype)
