@@ -13,8 +13,8 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
+from .display import backbone_choices
 from .errors import friendly
-from .explore import backbone_choices
 from .inputs import clean_text
 from .limits import INFERENCE_WORKERS
 from .registry import NO_ADAPTER

@@ -16,8 +16,8 @@ from madx_core.transfer import SYSTEM_NAMES as CORE_SYSTEM_NAMES
 from madx_core.transfer import reading, zero_shot_means
 from madx_core.transfer import summarise as core_summarise
 
+from .display import backbone_choices
 from .errors import friendly
-from .explore import backbone_choices
 from .inputs import check_language, shown, visitor_session
 from .limits import MAX_EVAL_EXAMPLES
 from .registry import NO_ADAPTER

@@ -17,8 +17,8 @@ from madx_core.adapters import AdapterConfig
 from madx_core.backbones import hub_reachable
 from madx_core.training import TrainConfig, train_language_adapter, train_task_adapter
 
+from .display import backbone_choices
 from .errors import Busy, friendly
-from .explore import backbone_choices
 from .inputs import check_name, visitor_address
 from .jobs import Job
 from .limits import MAX_TRAIN_SECONDS, MAX_TRAIN_STEPS, MAX_TRAIN_TEXT_BYTES
@@ -90,7 +90,7 @@ def read_task_data(task: str, files) -> list:
 
 def sample_text() -> list[str]:
     """Sample sentences to train a language adapter on, written for this app (assets/examples.json)."""
-    from .explore import load_examples
+    from .inference import load_examples
 
     return [line for line in load_examples().get("train_text", {}).get("lines", []) if isinstance(line, str)]
 

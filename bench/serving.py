@@ -270,7 +270,7 @@ def main() -> None:
             per[n].append(measure(demo.local_url, work, n, str(tmp / "dl")))
 
     # The same work called in-process (no HTTP, no queue): what the model and tag_text cost by themselves.
-    from app.explore import ner as ner_direct
+    from app.inference import ner as ner_direct
 
     direct = []
     for _ in range(args.repeats):
@@ -328,7 +328,7 @@ def main() -> None:
             "language_adapters_used": sorted({lang for _, lang in work}),
         },
         "direct_call": {
-            "what": "app.explore.ner in-process, one at a time, same requests: the model's share of the latency",
+            "what": "app.inference.ner in-process, one at a time, same requests: the model's share of the latency",
             "p50_ms": round(_percentile(direct, 50) * 1e3, 1),
             "p95_ms": round(_percentile(direct, 95) * 1e3, 1),
             "requests_per_s": round(len(direct) / sum(direct), 2),
