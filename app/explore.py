@@ -5,6 +5,8 @@ The tab's layout and wiring; what it computes is in `inference`, how it shows it
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 
 from .display import (
@@ -61,62 +63,32 @@ def build(state: AppState) -> dict:
     active = gr.State("ner")  # which sub-tab is open: the diagram shows its task adapter
     with gr.Tabs():
         with gr.Tab("Named entities (NER)", id="ner") as ner_tab:
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=1, min_width=280):
-                    ner_text = gr.Textbox(
-                        label="text", lines=4, placeholder="Type a sentence in any language", elem_id="ner-text"
-                    )
-                    with gr.Row():
-                        ner_btn = gr.Button("Find entities", variant="primary", elem_id="ner-run", min_width=120)
-                        ner_cmp_btn = gr.Button("Compare stacks", elem_id="ner-compare", min_width=120)
-                    ner_task = gr.Dropdown([], value="ner", label="NER task adapter", allow_custom_value=True)
-                with gr.Column(scale=1, min_width=280):
-                    ner_out = gr.HighlightedText(
-                        label="entities (type and confidence)",
-                        color_map=SCORE_COLORS,
-                        elem_id="ner-out",
-                        elem_classes=["madx-highlight"],
-                    )
-                    ner_note = gr.Markdown(elem_id="ner-note")
-                    gr.HTML(legend_html())
-            ner_examples = gr.Dataset(
-                components=["textbox"],
-                samples=[[f"{e['lang']} · {e['text']}"] for e in ner_examples_list],
-                type="index",
-                label="Examples (click one: it runs with its own language's adapter, or the nearest shipped one)",
-                samples_per_page=16,
-                elem_id="ner-examples",
+            ner_panel = task_panel(
+                "ner",
+                lambda: [
+                    gr.Textbox(label="text", lines=4, placeholder="Type a sentence in any language", elem_id="ner-text")
+                ],
+                "Find entities",
+                "entities (type and confidence)",
+                [[f"{e['lang']} · {e['text']}"] for e in ner_examples_list],
+                "entities",
+                legend=True,
             )
-            with gr.Accordion("entities as data", open=False):
-                ner_json = gr.JSON(label="entities")
             ner_ctx = gr.Textbox(visible=False, value="")  # /compare's context input; NER has none
         with gr.Tab("Question answering (QA)", id="qa") as qa_tab:
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=1, min_width=280):
-                    question = gr.Textbox(label="question", lines=1, elem_id="qa-question")
-                    context = gr.Textbox(label="context", lines=6, elem_id="qa-context")
-                    with gr.Row():
-                        qa_btn = gr.Button("Answer", variant="primary", elem_id="qa-run", min_width=120)
-                        qa_cmp_btn = gr.Button("Compare stacks", elem_id="qa-compare", min_width=120)
-                    qa_task = gr.Dropdown([], value="qa", label="QA task adapter", allow_custom_value=True)
-                with gr.Column(scale=1, min_width=280):
-                    qa_out = gr.HighlightedText(
-                        label="answer in the context",
-                        color_map=SCORE_COLORS,
-                        elem_id="qa-out",
-                        elem_classes=["madx-highlight"],
-                    )
-                    qa_note_md = gr.Markdown(elem_id="qa-note")
-            qa_examples = gr.Dataset(
-                components=["textbox"],
-                samples=[[f"{e['lang']} · {e['question']}"] for e in qa_examples_list],
-                type="index",
-                label="Examples (click one: it runs with its own language's adapter, or the nearest shipped one)",
-                samples_per_page=16,
-                elem_id="qa-examples",
+            qa_panel = task_panel(
+                "qa",
+                lambda: [
+                    gr.Textbox(label="question", lines=1, elem_id="qa-question"),
+                    gr.Textbox(label="context", lines=6, elem_id="qa-context"),
+                ],
+                "Answer",
+                "answer in the context",
+                [[f"{e['lang']} · {e['question']}"] for e in qa_examples_list],
+                "answer",
             )
-            with gr.Accordion("answer as data", open=False):
-                qa_json = gr.JSON(label="answer")
+    (ner_text,), ner_btn, ner_cmp_btn, ner_task, ner_out, ner_note, ner_examples, ner_json = ner_panel
+    (question, context), qa_btn, qa_cmp_btn, qa_task, qa_out, qa_note_md, qa_examples, qa_json = qa_panel
 
     with gr.Accordion(
         "Compare: (a) no language adapter (–LAD), (b) source adapter, (c) target adapter", open=True, elem_id="compare"
@@ -271,3 +243,43 @@ def build(state: AppState) -> dict:
         "show_active": show_active,
         "stack_inputs": stack_inputs,
     }
+
+
+def task_panel(
+    task: str,
+    inputs: Callable[[], list],
+    run_label: str,
+    out_label: str,
+    samples: list[list[str]],
+    data: str,
+    legend: bool = False,
+) -> tuple:
+    """One task's panel (NER or QA): its inputs, run and compare buttons, task adapter, output, examples, raw data.
+
+    Returns (inputs, run, compare, task adapter, output, note, examples, data); element ids start with `task`.
+    """
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280):
+            fields = inputs()
+            with gr.Row():
+                run = gr.Button(run_label, variant="primary", elem_id=f"{task}-run", min_width=120)
+                compare_btn = gr.Button("Compare stacks", elem_id=f"{task}-compare", min_width=120)
+            adapter = gr.Dropdown([], value=task, label=f"{task.upper()} task adapter", allow_custom_value=True)
+        with gr.Column(scale=1, min_width=280):
+            out = gr.HighlightedText(
+                label=out_label, color_map=SCORE_COLORS, elem_id=f"{task}-out", elem_classes=["madx-highlight"]
+            )
+            note = gr.Markdown(elem_id=f"{task}-note")
+            if legend:
+                gr.HTML(legend_html())
+    examples = gr.Dataset(
+        components=["textbox"],
+        samples=samples,
+        type="index",
+        label="Examples (click one: it runs with its own language's adapter, or the nearest shipped one)",
+        samples_per_page=16,
+        elem_id=f"{task}-examples",
+    )
+    with gr.Accordion(f"{data} as data", open=False):
+        raw = gr.JSON(label=data)
+    return fields, run, compare_btn, adapter, out, note, examples, raw
