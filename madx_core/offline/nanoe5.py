@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from .atomic import atomic_dir
+from ..atomic import atomic_dir
 from .tokenizer import build_tokenizer
 
 MAGIC = b"E5S1"
