@@ -71,7 +71,6 @@ def describe_adapter(directory: Path) -> tuple[str, str | None, list[str]]:
         return "language", None, []
     if info.head_type not in HEAD_TASKS:
         raise ValueError(f"{directory.name} has a {info.head_type!r} head; this app runs NER (tagging) and QA heads")
-    info.check_head_name()  # loading would refuse it too (exist_ok=False); a scan leaves it out at once
     return "task", HEAD_TASKS[info.head_type], info.labels
 
 

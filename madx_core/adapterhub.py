@@ -1,9 +1,8 @@
 """Reading and writing adapters in AdapterHub's directory format (`adapters` 1.3.0), both ways.
 
 An adapter directory holds `adapter_config.json` + `adapter.safetensors` (or a legacy `pytorch_adapter.bin`), and
-optionally `head_config.json` + `model_head.safetensors` / `pytorch_model_head.bin`. Key names, legacy renames and
-config fields are described in ../shared/ADAPTERHUB_FORMAT.md and were checked against the library itself
-(tests/fixtures/adapterhub).
+optionally `head_config.json` + `model_head.safetensors` / `pytorch_model_head.bin`. How config fields and weight
+keys translate is in `adapterhub_config`; `inspect` says what a directory holds without reading its weights.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from .heads import HeadConfig, PredictionHead
 ADAPTER_WEIGHTS = ("adapter.safetensors", "pytorch_adapter.bin")
 HEAD_WEIGHTS = ("model_head.safetensors", "pytorch_model_head.bin")
 # Every file of the format: configs and weights (an app keeps only these from an upload and puts only these in a zip).
-FILES = ("adapter_config.json", ADAPTER_WEIGHTS[0], ADAPTER_WEIGHTS[1], "head_config.json", *HEAD_WEIGHTS)
+FILES = ("adapter_config.json", *ADAPTER_WEIGHTS, "head_config.json", *HEAD_WEIGHTS)
 
 # ----------------------------------------------------------------------------------------------------------
 # What a directory holds
@@ -52,7 +51,8 @@ class AdapterInfo:
 
     @property
     def kind(self) -> str:
-        """ "task" with a task head (tagging, QA, ...); "language" without a head or with a masked-LM head."""
+        """The adapter's role: a task adapter has a task head (tagging, QA, ...); a language adapter has none, or a
+        masked-LM head."""
         return "language" if self.head_type in (None, "masked_lm") else "task"
 
     def check_head_name(self) -> None:
@@ -186,9 +186,9 @@ def load_adapter(
     head = name_of_head = None
     head_file = directory / "head_config.json"
     if with_head and head_file.is_file():
+        head, head_name = _read_head(model, directory, head_file)
         if not exist_ok:
             inspect(directory).check_head_name()
-        head, head_name = _read_head(model, directory, head_file)
         name_of_head = head_as or (name if head_name == saved_name else head_name)
 
     # Everything is read and checked: now change the model (the model checks name clashes under its lock).
