@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .entry import AdapterEntry
 from .errors import Busy, one_line
 from .limits import CHUNK_CHARS, LONG_TEXT_CHARS, MAX_LONG_REQUESTS, MAX_REQUEST_SECONDS, MAX_TRAIN_SECONDS
-from .registry import AdapterEntry
 
 
 @dataclass

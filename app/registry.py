@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from madx_core import adapterhub
@@ -20,6 +19,7 @@ from madx_core.atomic import atomic_write_text
 from madx_core.backbones import CATALOG, hub_reachable
 from madx_core.model import AdapterModel
 
+from .entry import AdapterEntry, describe_adapter
 from .inputs import NAME_LIKE, NAME_RE, shown
 from .uploads import Uploads
 
@@ -35,43 +35,6 @@ def asset_root() -> Path:
 def work_root() -> Path:
     """Where the app writes trained and uploaded adapters, zips and its own evaluation results."""
     return Path(os.environ.get("MADX_APP_DIR") or REPO / "runs" / "app")
-
-
-@dataclass
-class AdapterEntry:
-    """One adapter the app knows about; `name` is unique and is the name it is loaded under in every model."""
-
-    name: str
-    kind: str  # "language" or "task"
-    task: str | None  # "ner" or "qa" for task adapters
-    origin: str  # "shipped", "shipped -INV", "trained here", "uploaded", "AdapterHub"
-    path: Path | None  # an AdapterHub directory; None for a Hub adapter not downloaded yet
-    lang: str | None = None  # language code (language adapters) or training language (task adapters)
-    hub_id: str | None = None
-    backbone: str | None = None  # set when known (trained here); shipped ones fit the default backbone
-    labels: list[str] = field(default_factory=list)  # NER labels of the head
-
-    def label(self) -> str:
-        from madx_core.backbones import LANGUAGE_NAMES
-
-        if self.kind == "language":
-            language = LANGUAGE_NAMES.get((self.lang or "").removesuffix("_noinv"), "")
-            return f"{self.name}{' · ' + language if language else ''} ({self.origin})"
-        on = f", on {self.lang}" if self.lang else ""
-        return f"{self.name} · {self.task.upper()} ({self.origin}{on})"
-
-
-HEAD_TASKS = {"tagging": "ner", "question_answering": "qa"}  # the task heads this app runs
-
-
-def describe_adapter(directory: Path) -> tuple[str, str | None, list[str]]:
-    """("language" | "task", task, NER labels) of an AdapterHub directory, read from its JSON files."""
-    info = adapterhub.inspect(directory)
-    if info.kind == "language":
-        return "language", None, []
-    if info.head_type not in HEAD_TASKS:
-        raise ValueError(f"{directory.name} has a {info.head_type!r} head; this app runs NER (tagging) and QA heads")
-    return "task", HEAD_TASKS[info.head_type], info.labels
 
 
 class Registry(Uploads):

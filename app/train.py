@@ -18,11 +18,12 @@ from madx_core.backbones import hub_reachable
 from madx_core.training import TrainConfig, train_language_adapter, train_task_adapter
 
 from .display import backbone_choices
+from .entry import AdapterEntry
 from .errors import Busy, friendly
 from .inputs import check_name, visitor_address
 from .jobs import Job
 from .limits import MAX_TRAIN_SECONDS, MAX_TRAIN_STEPS, MAX_TRAIN_TEXT_BYTES
-from .registry import NO_ADAPTER, AdapterEntry
+from .registry import NO_ADAPTER
 from .state import AppState
 
 MAX_TRAIN_EXAMPLES = 5_000  # more cannot be seen in 300 steps anyway

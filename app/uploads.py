@@ -15,11 +15,11 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from madx_core import adapterhub
 from madx_core.atomic import atomic_open
 
+from .entry import AdapterEntry
 from .inputs import LANG_RE
 from .limits import (
     MAX_UNZIPPED_BYTES,
@@ -29,9 +29,6 @@ from .limits import (
     UPLOAD_WINDOW_S,
     UPLOADS_PER_VISITOR,
 )
-
-if TYPE_CHECKING:
-    from .registry import AdapterEntry
 
 
 class Uploads:
