@@ -7,7 +7,6 @@ whole version (and at most a dot-named temporary, which nothing reads).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -38,11 +37,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 text atomically."""
     with atomic_open(path, "w") as f:
         f.write(text)
-
-
-def atomic_write_json(path: str | Path, obj, **dumps) -> None:
-    """Write `json.dumps(obj, **dumps)` atomically."""
-    atomic_write_text(path, json.dumps(obj, **dumps))
 
 
 @contextmanager
