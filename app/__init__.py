@@ -11,7 +11,8 @@ from pathlib import Path
 import gradio as gr
 
 from . import explore, howto, scores, train
-from .state import NO_ADAPTER, AppState, create_state
+from .registry import NO_ADAPTER
+from .state import AppState, create_state
 
 # System fonts: the Soft theme's web font is not reachable offline, and its fallback drew "Ɲamed entities (ƝER)".
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial",

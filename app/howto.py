@@ -13,8 +13,12 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from .explore import backbone_choices
-from .state import INFERENCE_WORKERS, NO_ADAPTER, AppState, clean_text, friendly
+from .display import backbone_choices
+from .errors import friendly
+from .inputs import clean_text
+from .limits import INFERENCE_WORKERS
+from .registry import NO_ADAPTER
+from .state import AppState
 
 MAX_DEMO_TOKENS = 256
 

@@ -16,8 +16,12 @@ from madx_core.transfer import SYSTEM_NAMES as CORE_SYSTEM_NAMES
 from madx_core.transfer import reading, zero_shot_means
 from madx_core.transfer import summarise as core_summarise
 
-from .explore import backbone_choices
-from .state import MAX_EVAL_EXAMPLES, NO_ADAPTER, AppState, check_language, friendly, shown, visitor_session
+from .display import backbone_choices
+from .errors import friendly
+from .inputs import check_language, shown, visitor_session
+from .limits import MAX_EVAL_EXAMPLES
+from .registry import NO_ADAPTER
+from .state import AppState
 
 SYSTEM_NAMES = {**CORE_SYSTEM_NAMES, "baseline": "baseline (full fine-tuning)"}
 SYSTEM_COLORS = {

@@ -14,23 +14,17 @@ from gradio.utils import get_upload_folder
 
 from madx_core import data as D
 from madx_core.adapters import AdapterConfig
+from madx_core.backbones import hub_reachable
 from madx_core.training import TrainConfig, train_language_adapter, train_task_adapter
 
-from .explore import backbone_choices
-from .state import (
-    MAX_TRAIN_SECONDS,
-    MAX_TRAIN_STEPS,
-    MAX_TRAIN_TEXT_BYTES,
-    NO_ADAPTER,
-    AdapterEntry,
-    AppState,
-    Busy,
-    Job,
-    check_name,
-    friendly,
-    offline,
-    visitor_address,
-)
+from .display import backbone_choices
+from .entry import AdapterEntry
+from .errors import Busy, friendly
+from .inputs import check_name, visitor_address
+from .jobs import Job
+from .limits import MAX_TRAIN_SECONDS, MAX_TRAIN_STEPS, MAX_TRAIN_TEXT_BYTES
+from .registry import NO_ADAPTER
+from .state import AppState
 
 MAX_TRAIN_EXAMPLES = 5_000  # more cannot be seen in 300 steps anyway
 MAX_HUB_LINES = 20_000
@@ -64,7 +58,7 @@ def collect_texts(text: str, files, hub_dataset: str) -> list[str]:
 
 
 def _hub_lines(name: str) -> list[str]:
-    if offline():
+    if not hub_reachable():
         raise ValueError("the Hugging Face Hub is not reachable here (offline): paste or upload the text instead")
     import datasets
 
@@ -97,7 +91,7 @@ def read_task_data(task: str, files) -> list:
 
 def sample_text() -> list[str]:
     """Sample sentences to train a language adapter on, written for this app (assets/examples.json)."""
-    from .explore import load_examples
+    from .inference import load_examples
 
     return [line for line in load_examples().get("train_text", {}).get("lines", []) if isinstance(line, str)]
 
@@ -134,7 +128,7 @@ def forget_upload(file: str | None) -> None:
 
 def _training_model(state: AppState, backbone: str):
     """One private training copy per backbone, kept between jobs (jobs never overlap)."""
-    cache = state.__dict__.setdefault("_training_models", {})
+    cache = state.training_models
     if backbone not in cache:
         cache[backbone] = state.registry.training_copy(backbone)
     return cache[backbone]
@@ -316,7 +310,7 @@ def build(state: AppState) -> dict:
                     label="or a Hub dataset with a 'text' column (online only)",
                     value="",
                     placeholder="e.g. wikimedia/wikipedia:20231101.qu",
-                    interactive=not offline(),
+                    interactive=hub_reachable(),
                 )
             with gr.Row():
                 lang_batch = gr.Slider(1, 32, value=8, step=1, label="batch size")

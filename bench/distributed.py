@@ -119,7 +119,7 @@ def main() -> None:
         "ratio_bf16_over_fp32": round(median[names[2]] / median[names[0]], 2),
     }
     if args.out:
-        from madx_core.data import atomic_write_text
+        from madx_core.atomic import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     emit(result, args.json)

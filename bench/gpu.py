@@ -124,7 +124,7 @@ def main() -> None:
         }
         result.setdefault("bf16_speedup", {})[name] = {b: round(bf16[b] / fp32[b], 2) for b in fp32}
     if args.out:
-        from madx_core.data import atomic_write_text
+        from madx_core.atomic import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(result, indent=2))
     emit(result, args.json)

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from madx_core.data import atomic_write_text
+from madx_core.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "paper_xlmr_base.json"

@@ -182,7 +182,7 @@ def long_text_probe(state, url: str, short_text: str, downloads: str) -> dict:
     """Four texts just under the size limit at once, then one sentence: how long the sentence waits."""
     from gradio_client import Client
 
-    from app.state import MAX_TEXT_CHARS
+    from app.limits import MAX_TEXT_CHARS
 
     long_text = (short_text + "\n") * ((MAX_TEXT_CHARS - 1000) // (len(short_text) + 1))
     longs = [Client(url, verbose=False, analytics_enabled=False, download_files=downloads) for _ in range(4)]
@@ -270,7 +270,7 @@ def main() -> None:
             per[n].append(measure(demo.local_url, work, n, str(tmp / "dl")))
 
     # The same work called in-process (no HTTP, no queue): what the model and tag_text cost by themselves.
-    from app.explore import ner as ner_direct
+    from app.inference import ner as ner_direct
 
     direct = []
     for _ in range(args.repeats):
@@ -328,7 +328,7 @@ def main() -> None:
             "language_adapters_used": sorted({lang for _, lang in work}),
         },
         "direct_call": {
-            "what": "app.explore.ner in-process, one at a time, same requests: the model's share of the latency",
+            "what": "app.inference.ner in-process, one at a time, same requests: the model's share of the latency",
             "p50_ms": round(_percentile(direct, 50) * 1e3, 1),
             "p95_ms": round(_percentile(direct, 95) * 1e3, 1),
             "requests_per_s": round(len(direct) / sum(direct), 2),

@@ -4,7 +4,7 @@ Paper: Pfeiffer, Vulić, Gurevych, Ruder. "MAD-X: An Adapter-based Framework for
 Transfer", EMNLP 2020. Section 2.2 (language and task adapters) and 2.3 (invertible adapters).
 
 The computation is the one of AdapterHub's Pfeiffer ("seq_bn") configuration, so that adapters trained with
-the `adapters` library load here and give the same outputs (see `hub_format.py`).
+the `adapters` library load here and give the same outputs (see `adapterhub.py`).
 """
 
 from __future__ import annotations

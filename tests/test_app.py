@@ -153,7 +153,7 @@ def test_ner_any_script_and_control_characters(served):
     for e in entities:
         assert shown[e["start"] : e["end"]] == e["text"]
     # A lone surrogate cannot travel as UTF-8 JSON, but the same cleaning handles one inside Python.
-    from app.state import clean_text
+    from app.inputs import clean_text
 
     assert clean_text("a\ud800b") == "a b"
 
@@ -468,7 +468,8 @@ def test_none_runs_the_lad_task_adapter_everywhere(served):
     demo, client = served
     if not _shipped(demo):
         pytest.skip("no –LAD task adapters in this asset tree")
-    from app.explore import stack_html, task_for
+    from app.display import stack_html
+    from app.inference import task_for
 
     state = demo.state
     assert task_for(state, "none", "ner") == "ner_lad" and task_for(state, "none", "qa") == "qa_lad"
@@ -483,7 +484,7 @@ def test_none_runs_the_lad_task_adapter_everywhere(served):
 
 def test_qa_diagram_names_the_qa_adapter_and_head(served):
     demo, _ = served
-    from app.explore import stack_html
+    from app.display import stack_html
 
     html = stack_html(demo.state, "", "en", "qa")
     assert "head</b> 'qa'" in html and "QA answer" in html and "task adapter</b> 'qa'" in html
@@ -494,7 +495,7 @@ def test_qa_examples_are_answered_with_their_languages_adapters(served):
     demo, client = served
     if not _shipped(demo):
         pytest.skip("the shipped QA adapters are needed to check answers")
-    from app.explore import example_adapter
+    from app.inference import example_adapter
     from madx_core.metrics import _f1
 
     examples = json.loads((REPO / "assets" / "examples.json").read_text())["qa"]
@@ -514,7 +515,7 @@ def test_qa_examples_are_answered_with_their_languages_adapters(served):
 
 def test_examples_pick_their_own_or_the_nearest_adapter(served):
     demo, _ = served
-    from app.explore import example_adapter
+    from app.inference import example_adapter
 
     state = demo.state
     assert example_adapter(state, "sw")[0] == "sw"
@@ -569,7 +570,7 @@ def test_how_it_works_says_it_in_words():
 
 def test_offline_hub_backbones_are_labelled_and_refused_with_the_reason(served):
     demo, client = served
-    from app.explore import backbone_choices
+    from app.display import backbone_choices
 
     hub = [
         (label, name) for label, name in backbone_choices(demo.state) if name != demo.state.registry.default_backbone
@@ -580,7 +581,7 @@ def test_offline_hub_backbones_are_labelled_and_refused_with_the_reason(served):
 
 def test_entity_chips_have_readable_contrast():
     """Gradio writes the label (e.g. 'PER 0.92') in white on the colour: WCAG AA asks for 4.5:1."""
-    from app.explore import ANSWER_COLOR, ENTITY_COLORS, legend_html
+    from app.display import ANSWER_COLOR, ENTITY_COLORS, legend_html
 
     def luminance(hex_color: str) -> float:
         rgb = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]

