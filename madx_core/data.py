@@ -427,6 +427,25 @@ def load_texts(source: str | Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Batches
+
+
+def pad_batch(
+    features: list[dict], pad_id: int, keys: tuple[str, ...], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Pad a list of tokenised features to the longest one (dynamic padding keeps short NER batches cheap)."""
+    length = max(len(f["input_ids"]) for f in features)
+    batch = {}
+    for key in keys:
+        fill = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}.get(key, 0)
+        if isinstance(features[0][key], int):
+            batch[key] = torch.tensor([f[key] for f in features])
+        else:
+            batch[key] = torch.tensor([list(f[key]) + [fill] * (length - len(f[key])) for f in features])
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Masked language modelling
 
 

@@ -15,7 +15,6 @@ from . import data as D
 from . import metrics as M
 from .adapters import Stack
 from .model import AdapterModel
-from .training import pad_batch
 
 
 @torch.no_grad()
@@ -33,7 +32,7 @@ def feature_logits(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         keys = ("input_ids", "attention_mask")
-        b = pad_batch([features[i] for i in idx], tokenizer.pad_token_id, keys, model.device)
+        b = D.pad_batch([features[i] for i in idx], tokenizer.pad_token_id, keys, model.device)
         logits = model(b["input_ids"], b["attention_mask"], adapters=adapters, head=head).logits.float().cpu()
         for row, i in enumerate(idx):
             out[i] = logits[row, : len(features[i]["input_ids"])]
