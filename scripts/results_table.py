@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from madx_core.transfer import SYSTEM_NAMES, reading
+from madx_core.results import SYSTEM_NAMES, reading
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- RESULTS:START -->", "<!-- RESULTS:END -->"
