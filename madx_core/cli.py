@@ -342,15 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--reduction-factor", type=float, default=16)
             p.add_argument("--act", default="relu")
 
-    for name, fn, what in [("ner", cmd_ner, "tag entities in a text"), ("qa", cmd_qa, "answer a question")]:
+    def inference(name: str, fn, what: str, *inputs: str) -> None:
         p = command(name, fn, what)
         p.add_argument("--lang-adapter", default=None)
         p.add_argument("--task-adapter", required=True)
-        if name == "ner":
-            p.add_argument("--text", required=True)
-        else:
-            p.add_argument("--question", required=True)
-            p.add_argument("--context", required=True)
+        for option in inputs:
+            p.add_argument(option, required=True)
+
+    inference("ner", cmd_ner, "tag entities in a text", "--text")
+    inference("qa", cmd_qa, "answer a question", "--question", "--context")
 
     p = command("evaluate", cmd_evaluate, "score an adapter stack (or a fine-tuned model) on labelled data")
     p.add_argument("--task", choices=list(TASKS), required=True)
