@@ -14,7 +14,7 @@ from gradio.utils import get_upload_folder
 from madx_core import data as D
 from madx_core.mlm import train_language_adapter
 from madx_core.tasks import get_task
-from madx_core.training import LANGUAGE_ADAPTER_SHAPE, TASK_ADAPTER, TASK_ADAPTER_SHAPE, TrainConfig, train_task_adapter
+from madx_core.training import TASK_ADAPTER, TrainConfig, train_task_adapter
 
 from .state import (
     MAX_TRAIN_SECONDS,
@@ -148,8 +148,7 @@ def language_job(state: AppState, texts: list[str], name: str, backbone: str, co
                 model,
                 tokenizer,
                 texts,
-                name,
-                adapter_config=LANGUAGE_ADAPTER_SHAPE,  # MAD-X's language adapter: rf 2 with NICE
+                name,  # MAD-X's language adapter (training.LANGUAGE_ADAPTER_SHAPE: rf 2 with NICE)
                 config=config,
                 out_dir=out,
                 progress=job.record,
@@ -188,7 +187,6 @@ def task_job(state: AppState, task: str, examples: list, name: str, lang: str, b
                 name,
                 lang_adapter=lang_entry.name if lang_entry else None,
                 labels=kind.labels(examples),
-                adapter_config=TASK_ADAPTER_SHAPE,
                 config=replace(config, max_length=kind.max_length(config.max_length)),
                 out_dir=out,
                 progress=job.record,

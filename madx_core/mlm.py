@@ -209,7 +209,7 @@ def train_language_adapter(
     if model.lm_head is None:
         raise ValueError("this backbone has no masked-LM head, so it cannot train a language adapter")
     config = config or replace(LANGUAGE_ADAPTER)
-    adapter_config = adapter_config or LANGUAGE_ADAPTER_SHAPE
+    adapter_config = adapter_config or replace(LANGUAGE_ADAPTER_SHAPE)
     max_length = min(config.max_length, model.max_tokens)
     if isinstance(texts, TextStream):
         features = texts.bind(tokenizer, max_length, config.group_by_length)

@@ -345,7 +345,7 @@ def train_task_adapter(
     labels = labels or task.labels(examples)
     features = task.features(tokenizer, examples, labels, min(config.max_length, model.max_tokens))
     seed_everything(config.seed)
-    model.add_adapter(name, adapter_config or TASK_ADAPTER_SHAPE, overwrite=True)
+    model.add_adapter(name, adapter_config or replace(TASK_ADAPTER_SHAPE), overwrite=True)
     task.add_head(model, name, labels)
     model.set_trainable(adapters=[name], heads=[name])
     if len(pool) > 1:
