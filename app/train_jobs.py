@@ -14,7 +14,7 @@ from gradio.utils import get_upload_folder
 from madx_core import data as D
 from madx_core.mlm import train_language_adapter
 from madx_core.tasks import get_task
-from madx_core.training import TASK_ADAPTER, TrainConfig, train_task_adapter
+from madx_core.training import TASK_ADAPTER, TrainConfig, TrainResult, train_task_adapter
 
 from .state import (
     MAX_TRAIN_SECONDS,
@@ -142,27 +142,12 @@ def language_job(state: AppState, texts: list[str], name: str, backbone: str, co
     def work(job: Job) -> AdapterEntry:
         job.state = "loading the backbone"
         model, tokenizer = _training_model(state, backbone)
-        out = state.registry.work / "trained" / name
-        try:
-            result = train_language_adapter(
-                model,
-                tokenizer,
-                texts,
-                name,  # MAD-X's language adapter (training.LANGUAGE_ADAPTER_SHAPE: rf 2 with NICE)
-                config=config,
-                out_dir=out,
-                progress=job.record,
-                should_stop=job.cancel.is_set,
-            )
-        except BaseException:
-            state.registry.release(name)  # nothing was saved: the reserved name is free again
-            raise
-        finally:
-            model.delete_adapter(name)
-        job.state = "loading into the app"
-        entry = state.registry.register_dir(out, "trained here", name, backbone, lang=name)
-        job.message = _result_line(result)
-        return entry
+
+        def train(out: Path) -> TrainResult:  # MAD-X's language adapter: rf 2 with NICE, the default shape
+            run = {"config": config, "out_dir": out, "progress": job.record, "should_stop": job.cancel.is_set}
+            return train_language_adapter(model, tokenizer, texts, name, **run)
+
+        return _train_and_register(state, job, model, name, backbone, name, train)
 
     return work
 
@@ -176,10 +161,10 @@ def task_job(state: AppState, task: str, examples: list, name: str, lang: str, b
         if lang_entry is not None and lang_entry.name not in model.adapters:
             state.registry.ensure_loaded(backbone, lang_entry)  # downloads a Hub adapter once if needed
             model.load_adapter(lang_entry.path, load_as=lang_entry.name, with_head=False)
-        out = state.registry.work / "trained" / name
         kind = get_task(task)
-        try:
-            result = train_task_adapter(
+
+        def train(out: Path) -> TrainResult:
+            return train_task_adapter(
                 model,
                 tokenizer,
                 kind,
@@ -192,19 +177,26 @@ def task_job(state: AppState, task: str, examples: list, name: str, lang: str, b
                 progress=job.record,
                 should_stop=job.cancel.is_set,
             )
-        except BaseException:
-            state.registry.release(name)  # nothing was saved: the reserved name is free again
-            raise
-        finally:
-            model.delete_adapter(name)
-        job.state = "loading into the app"
-        entry = state.registry.register_dir(
-            out, "trained here", name, backbone, lang=lang_entry.lang if lang_entry else None
-        )
-        job.message = _result_line(result)
-        return entry
+
+        return _train_and_register(state, job, model, name, backbone, lang_entry.lang if lang_entry else None, train)
 
     return work
+
+
+def _train_and_register(state: AppState, job: Job, model, name: str, backbone: str, lang: str | None, train):
+    """Run `train(out)` into trained/<name>, then register the adapter; if anything fails, free the reserved name."""
+    out = state.registry.work / "trained" / name
+    try:
+        result = train(out)
+    except BaseException:
+        state.registry.release(name)  # nothing was saved: the reserved name is free again
+        raise
+    finally:
+        model.delete_adapter(name)  # the training copy keeps no adapter; the app loads the saved one
+    job.state = "loading into the app"
+    entry = state.registry.register_dir(out, "trained here", name, backbone, lang=lang)
+    job.message = _result_line(result)
+    return entry
 
 
 def _result_line(result) -> str:

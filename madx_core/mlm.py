@@ -14,21 +14,19 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .adapters import AdapterConfig, Stack
-from .distributed import is_main_process
 from .features import mask_tokens, pad_batch
 from .model import MLM_HEAD, AdapterModel
 from .training import (
     LANGUAGE_ADAPTER,
     LANGUAGE_ADAPTER_SHAPE,
     MLM_FULL,
-    Cancelled,
     Progress,
     TrainConfig,
     TrainResult,
     epoch_batches,
-    finish_run,
     run_training,
     seed_everything,
+    train_adapter,
 )
 
 
@@ -221,15 +219,7 @@ def train_language_adapter(
     model.add_adapter(lang, adapter_config, overwrite=True)
     model.set_trainable(adapters=[lang])
     step = mlm_step_fn(model, tokenizer, Stack(lang), torch.Generator().manual_seed(config.seed + 1))
-    try:
-        result = run_training(model, features, step, config, progress, should_stop)
-    except Cancelled:
-        model.delete_adapter(lang)
-        raise
-    if out_dir is not None and is_main_process():
-        model.save_adapter(out_dir, lang, with_head=False)
-    finish_run(config)
-    return result
+    return train_adapter(model, lang, features, step, config, out_dir, False, progress, should_stop)
 
 
 def train_mlm_full(

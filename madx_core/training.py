@@ -10,15 +10,9 @@ adapter stack it passes to forward:
     MLM-TRG             no adapters             full MLM fine-tuning on target text, then full task fine-tuning
 
 Every run is seeded, reports progress through a callback, can be cancelled between steps, and writes its output
-directory atomically (it appears whole at the end, or not at all). This module holds the loop, the presets and the
-task-adapter and full fine-tuning runs; language adapters and MLM-TRG are in mlm.py, processes, devices and
-checkpoints in distributed.py.
-
-Scale out: under `accelerate launch` with N processes (CPU/gloo or GPUs/nccl), every process draws the same global
-batch and computes its own share of it; one accelerate all-reduce per optimiser step sums the gradients, weighted by
-the tokens (or examples) each share holds, so a run gives the same update as one process would on the whole batch.
-`--batch-size` is that global batch; `grad_accum` splits each process's share into several forward passes. Only the
-main process reports progress and writes files.
+directory atomically (it appears whole at the end, or not at all). Here: the loop, the presets, task adapters and
+full fine-tuning; language adapters and MLM-TRG are in mlm.py; processes, devices and checkpoints in distributed.py
+(`batch_size` is the global batch of all processes; only the main process reports progress and writes files).
 """
 
 from __future__ import annotations
@@ -277,6 +271,20 @@ def finish_run(config: TrainConfig) -> None:
         Path(config.checkpoint).unlink(missing_ok=True)
 
 
+def train_adapter(model, name, features, step_fn, config, out_dir, with_head, progress, should_stop) -> TrainResult:
+    """run_training for the new adapter `name`: deleted again if the run is cancelled, else saved (with its head or
+    not) into `out_dir` by the main process."""
+    try:
+        result = run_training(model, features, step_fn, config, progress, should_stop)
+    except Cancelled:
+        model.delete_adapter(name)
+        raise
+    if out_dir is not None and dist.is_main_process():
+        model.save_adapter(out_dir, name, with_head=with_head)
+    finish_run(config)
+    return result
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Task adapters and full fine-tuning (the tasks themselves are in tasks.py; language adapters in mlm.py)
 
@@ -353,15 +361,7 @@ def train_task_adapter(
     else:
         stack = Stack(pool[0], name) if pool else Stack(name)
     step = _TaskStep(model, tokenizer, task, stack, name)
-    try:
-        result = run_training(model, features, step, config, progress, should_stop)
-    except Cancelled:
-        model.delete_adapter(name)
-        raise
-    if out_dir is not None and dist.is_main_process():
-        model.save_adapter(out_dir, name)
-    finish_run(config)
-    return result
+    return train_adapter(model, name, features, step, config, out_dir, True, progress, should_stop)
 
 
 def train_full(
