@@ -285,7 +285,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE
-    from .training import LANGUAGE_ADAPTER
+    from .training import LANGUAGE_ADAPTER, LANGUAGE_ADAPTER_SHAPE, TASK_ADAPTER_SHAPE
 
     parser = _Parser(prog="python -m madx_core", description="MAD-X adapters on transformers 5")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", required=True)
     p.add_argument("--text", nargs="+", required=True, help="text files (line = sentence) or hf:DATASET[:CFG][:SPLIT]")
     p.add_argument("--inv", choices=["nice", "glow", "none"], default="nice")
-    p.add_argument("--reduction-factor", type=float, default=2)
+    p.add_argument("--reduction-factor", type=float, default=LANGUAGE_ADAPTER_SHAPE.reduction_factor)
     p.add_argument("--act", default="relu")
     p.add_argument("--stream", action="store_true", help="read and tokenise --text lazily (files beyond memory)")
     p.add_argument("--stream-buffer", type=int, default=10_000, help="lines shuffled together when streaming")
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train-task":
             p.add_argument("--lang-adapter", default=None, help="directory or AdapterHub name; omit for MAD-X -LAD")
             p.add_argument("--name", default=None, help="adapter name (default: the task)")
-            p.add_argument("--reduction-factor", type=float, default=16)
+            p.add_argument("--reduction-factor", type=float, default=TASK_ADAPTER_SHAPE.reduction_factor)
             p.add_argument("--act", default="relu")
 
     def inference(name: str, fn, what: str, *inputs: str) -> None:

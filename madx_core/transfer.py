@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import data as D
-from .adapters import AdapterConfig, Stack
+from .adapters import Stack
 from .mlm import train_language_adapter, train_mlm_full
 from .model import AdapterModel
 from .results import held_out_split, score_rows, summarise, write_results
@@ -39,8 +39,10 @@ from .tasks import get_task
 from .training import (
     FULL_FINE_TUNING,
     LANGUAGE_ADAPTER,
+    LANGUAGE_ADAPTER_SHAPE,
     MLM_FULL,
     TASK_ADAPTER,
+    TASK_ADAPTER_SHAPE,
     TrainConfig,
     train_full,
     train_task_adapter,
@@ -131,8 +133,9 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
                 continue
             texts = texts_for(cfg, lang)
             log(f"language adapter {name}: {len(texts)} lines")
-            adapter_config = AdapterConfig(
-                reduction_factor=lang_spec.get("reduction_factor", 2),
+            adapter_config = replace(
+                LANGUAGE_ADAPTER_SHAPE,
+                reduction_factor=lang_spec.get("reduction_factor", LANGUAGE_ADAPTER_SHAPE.reduction_factor),
                 inv_adapter=inv,
                 leave_out=lang_spec.get("leave_out", []),
             )
@@ -189,7 +192,9 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
         name,
         lang_adapter=None if model_lang is None else src + model_lang,
         labels=labels,
-        adapter_config=AdapterConfig(reduction_factor=spec.get("reduction_factor", 16)),
+        adapter_config=replace(
+            TASK_ADAPTER_SHAPE, reduction_factor=spec.get("reduction_factor", TASK_ADAPTER_SHAPE.reduction_factor)
+        ),
         config=_train_config(spec, seed, TASK_ADAPTER, cfg),
     )
     _ship(base, name, out / "adapters" / "task" / name, with_head=True)
