@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from . import explore, howto, scores, train
+from . import explore, howto, readings, scores, train
 from .registry import NO_ADAPTER
 from .state import AppState, create_state
 
@@ -89,7 +89,7 @@ def build_app(
             "One frozen multilingual transformer, small **language adapters** and **task adapters** stacked on it: "
             "train a task in English, then swap in another language's adapter to use it in that language "
             "([Pfeiffer et al., EMNLP 2020](https://aclanthology.org/2020.emnlp-main.617/)). "
-            + scores.swap_verdict(state)
+            + readings.swap_verdict(state)
         )
         backbone_line = gr.Markdown(elem_id="backbone-origin")  # which weights are loaded, and from where
         with gr.Tabs():

@@ -27,7 +27,7 @@ from .state import AppState
 
 def build(state: AppState) -> dict:
     """Lay out the Explore tab and wire its events; returns the components other tabs refresh."""
-    from .scores import adapters_summary, training_line
+    from .readings import adapters_summary, training_line
 
     reg = state.registry
     examples = load_examples()

@@ -1,7 +1,8 @@
 """Train: small MAD-X jobs on a CPU: a language adapter (masked LM on text) or a task adapter (NER / QA data).
 
 One job runs at a time (see `state.JobRunner`), on a private copy of the backbone; the finished adapter is loaded
-into the serving model, so it is selectable in Explore at once, and it can be downloaded as an AdapterHub zip.
+into the serving model, so it is selectable in Explore at once, and it can be downloaded as an AdapterHub zip. The
+jobs and their inputs are in train_jobs.py; this module shows their progress and builds the tab.
 """
 
 from __future__ import annotations
@@ -10,204 +11,28 @@ from pathlib import Path
 
 import gradio as gr
 import plotly.graph_objects as go
-from gradio.utils import get_upload_folder
 
-from madx_core import data as D
-from madx_core.adapters import AdapterConfig
 from madx_core.backbones import hub_reachable
-from madx_core.training import TrainConfig, train_language_adapter, train_task_adapter
+from madx_core.tasks import TASKS
 
 from .display import backbone_choices
-from .entry import AdapterEntry
 from .errors import Busy, friendly
 from .inputs import check_name, visitor_address
 from .jobs import Job
-from .limits import MAX_TRAIN_SECONDS, MAX_TRAIN_STEPS, MAX_TRAIN_TEXT_BYTES
+from .limits import MAX_TRAIN_SECONDS, MAX_TRAIN_STEPS
 from .registry import NO_ADAPTER
 from .state import AppState
-
-MAX_TRAIN_EXAMPLES = 5_000  # more cannot be seen in 300 steps anyway
-MAX_HUB_LINES = 20_000
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Inputs
-
-
-def _paths(files) -> list[Path]:
-    """Uploaded files arrive as paths (gr.File's type="filepath"): one, a list, or none."""
-    if not files:
-        return []
-    return [Path(f) for f in (files if isinstance(files, list) else [files])]
-
-
-def collect_texts(text: str, files, hub_dataset: str) -> list[str]:
-    """Lines of text for masked-LM training, from the text box, uploaded UTF-8 files, or a Hub dataset (online)."""
-    lines = [line for line in (text or "").splitlines() if line.strip()]
-    paths = _paths(files)
-    size = sum(p.stat().st_size for p in paths)
-    if size > MAX_TRAIN_TEXT_BYTES:
-        raise ValueError(f"the uploaded text is {size / 2**20:.1f} MB; the limit is {MAX_TRAIN_TEXT_BYTES // 2**20} MB")
-    for p in paths:
-        lines += D.read_text(p)
-    if hub_dataset and hub_dataset.strip():
-        lines += _hub_lines(hub_dataset.strip())
-    if not lines:
-        raise ValueError("no training text: paste text (one sentence or paragraph per line) or upload a .txt file")
-    return lines
-
-
-def _hub_lines(name: str) -> list[str]:
-    if not hub_reachable():
-        raise ValueError("the Hugging Face Hub is not reachable here (offline): paste or upload the text instead")
-    import datasets
-
-    dataset_name, _, config = name.partition(":")  # e.g. "wikimedia/wikipedia:20231101.qu"
-    stream = datasets.load_dataset(dataset_name, config or None, split="train", streaming=True)
-    lines = []
-    for row in stream:
-        text = row.get("text") if isinstance(row, dict) else None
-        if not isinstance(text, str):
-            raise ValueError(f"Hub dataset {name!r} has no 'text' column")
-        lines += [line for line in text.splitlines() if line.strip()]
-        if len(lines) >= MAX_HUB_LINES:
-            break
-    return lines[:MAX_HUB_LINES]
-
-
-def read_task_data(task: str, files) -> list:
-    paths = _paths(files)
-    if not paths:
-        raise ValueError("upload training data: a CoNLL file (token label per line) for NER, or SQuAD JSON for QA")
-    if task not in ("ner", "qa"):
-        raise ValueError(f"unknown task {task!r}; use 'ner' or 'qa'")
-    examples = []
-    for p in paths:
-        examples += D.read_conll(p) if task == "ner" else D.read_squad(p)
-    if not examples:
-        raise ValueError(f"no {task.upper()} examples found in the uploaded file")
-    return examples[:MAX_TRAIN_EXAMPLES]
-
-
-def sample_text() -> list[str]:
-    """Sample sentences to train a language adapter on, written for this app (assets/examples.json)."""
-    from .inference import load_examples
-
-    return [line for line in load_examples().get("train_text", {}).get("lines", []) if isinstance(line, str)]
-
-
-def train_config(steps: float, learning_rate: float, batch_size: float, max_length: int, seed: float) -> TrainConfig:
-    steps = int(steps or 0)
-    if not 1 <= steps <= MAX_TRAIN_STEPS:
-        raise ValueError(f"steps must be between 1 and {MAX_TRAIN_STEPS} on this machine")
-    if not 0 < float(learning_rate or 0) <= 1e-2:
-        raise ValueError("learning rate must be in (0, 0.01]")
-    return TrainConfig(
-        steps=steps,
-        batch_size=max(1, min(32, int(batch_size or 8))),
-        learning_rate=float(learning_rate),
-        max_length=max_length,
-        seed=int(seed or 0),
-        time_limit_s=MAX_TRAIN_SECONDS,
-        log_every=1,
-    )
-
-
-def forget_upload(file: str | None) -> None:
-    """Delete an uploaded file from Gradio's upload cache once it is read (only there: never a file of the app)."""
-    if not file:
-        return
-    path = Path(file).resolve()
-    if path.is_file() and path.is_relative_to(Path(get_upload_folder()).resolve()):
-        path.unlink(missing_ok=True)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Jobs (run in the runner's thread)
-
-
-def _training_model(state: AppState, backbone: str):
-    """One private training copy per backbone, kept between jobs (jobs never overlap)."""
-    cache = state.training_models
-    if backbone not in cache:
-        cache[backbone] = state.registry.training_copy(backbone)
-    return cache[backbone]
-
-
-def language_job(state: AppState, texts: list[str], name: str, backbone: str, config: TrainConfig):
-    def work(job: Job) -> AdapterEntry:
-        job.state = "loading the backbone"
-        model, tokenizer = _training_model(state, backbone)
-        out = state.registry.work / "trained" / name
-        adapter_config = AdapterConfig(reduction_factor=2, inv_adapter="nice")  # MAD-X's language adapter
-        try:
-            result = train_language_adapter(
-                model, tokenizer, texts, name, adapter_config, config, out, job.record, job.cancel.is_set
-            )
-        except BaseException:
-            state.registry.release(name)  # nothing was saved: the reserved name is free again
-            raise
-        finally:
-            model.delete_adapter(name)
-        job.state = "loading into the app"
-        entry = state.registry.register_dir(out, "trained here", name, backbone, lang=name)
-        job.message = _result_line(result)
-        return entry
-
-    return work
-
-
-def task_job(state: AppState, task: str, examples: list, name: str, lang: str, backbone: str, config: TrainConfig):
-    lang_entry = None if lang in ("", NO_ADAPTER, None) else state.registry.get(lang, "language")
-
-    def work(job: Job) -> AdapterEntry:
-        job.state = "loading the backbone"
-        model, tokenizer = _training_model(state, backbone)
-        if lang_entry is not None and lang_entry.name not in model.adapters:
-            state.registry.ensure_loaded(backbone, lang_entry)  # downloads a Hub adapter once if needed
-            model.load_adapter(lang_entry.path, load_as=lang_entry.name, with_head=False)
-        out = state.registry.work / "trained" / name
-        if task == "ner":
-            labels = D.label_list(examples)
-        else:
-            labels = None
-            config.max_length = max(config.max_length, 384)
-        try:
-            result = train_task_adapter(
-                model,
-                tokenizer,
-                task,
-                examples,
-                name,
-                lang_entry.name if lang_entry else None,
-                labels,
-                AdapterConfig(reduction_factor=16),
-                config,
-                out,
-                job.record,
-                job.cancel.is_set,
-            )
-        except BaseException:
-            state.registry.release(name)  # nothing was saved: the reserved name is free again
-            raise
-        finally:
-            model.delete_adapter(name)
-        job.state = "loading into the app"
-        entry = state.registry.register_dir(
-            out, "trained here", name, backbone, lang=lang_entry.lang if lang_entry else None
-        )
-        job.message = _result_line(result)
-        return entry
-
-    return work
-
-
-def _result_line(result) -> str:
-    stopped = " (stopped at the time limit)" if result.stopped_early else ""
-    return (
-        f"{result.steps} steps in {result.seconds:.0f} s{stopped}, {result.trainable_parameters:,} trainable parameters"
-    )
-
+from .train_jobs import (
+    LANGUAGE_LR,
+    TASK_LR,
+    collect_texts,
+    forget_upload,
+    language_job,
+    read_task_data,
+    sample_text,
+    task_job,
+    train_config,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # Progress display
@@ -299,7 +124,7 @@ def build(state: AppState) -> dict:
             with gr.Row():
                 lang_name = gr.Textbox(label="language code / adapter name", value="my-lang", max_lines=1)
                 lang_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=50, step=1, label="steps", elem_id="lang-steps")
-                lang_lr = gr.Number(value=5e-4, label="learning rate")
+                lang_lr = gr.Number(value=LANGUAGE_LR, label="learning rate")
             lang_text = gr.Textbox(label="text (one sentence or paragraph per line)", lines=6, elem_id="lang-text")
             sample_btn = gr.Button(
                 "Fill in a sample text (Swahili, written for this app)", size="sm", elem_id="lang-sample"
@@ -323,7 +148,7 @@ def build(state: AppState) -> dict:
                 "NER, or SQuAD 1.1 JSON for QA."
             )
             with gr.Row():
-                task_kind = gr.Radio(["ner", "qa"], value="ner", label="task")
+                task_kind = gr.Radio(list(TASKS), value="ner", label="task")
                 task_name = gr.Textbox(label="adapter name", value="my-ner", max_lines=1)
                 task_lang = gr.Dropdown(
                     [],
@@ -334,7 +159,7 @@ def build(state: AppState) -> dict:
             task_files = gr.File(label="training data", file_types=[".txt", ".conll", ".json"])
             with gr.Row():
                 task_steps = gr.Slider(1, MAX_TRAIN_STEPS, value=50, step=1, label="steps")
-                task_lr = gr.Number(value=5e-4, label="learning rate")
+                task_lr = gr.Number(value=TASK_LR, label="learning rate")
                 task_batch = gr.Slider(1, 32, value=8, step=1, label="batch size")
                 task_seed = gr.Number(value=0, label="seed", precision=0)
             task_btn = gr.Button("Train task adapter", variant="primary")
@@ -380,7 +205,7 @@ def build(state: AppState) -> dict:
         files: list[str] | None = None,
         name: str = "my-lang",
         steps: float = 50,
-        learning_rate: float = 5e-4,
+        learning_rate: float = LANGUAGE_LR,
         hub_dataset: str = "",
         backbone: str = "",
         batch_size: float = 8,
@@ -412,7 +237,7 @@ def build(state: AppState) -> dict:
         name: str = "my-ner",
         language_adapter: str = "en",
         steps: float = 50,
-        learning_rate: float = 5e-4,
+        learning_rate: float = TASK_LR,
         backbone: str = "",
         batch_size: float = 8,
         seed: float = 0,

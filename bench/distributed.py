@@ -29,7 +29,9 @@ def worker(backbone: str, batch: int, length: int, precision: str, steps: int, w
 
     import madx_core as mx
     from madx_core.backbones import load_tokenizer
-    from madx_core.training import TrainConfig, is_main_process, mlm_step_fn, process_count, run_training
+    from madx_core.distributed import is_main_process, process_count
+    from madx_core.mlm import mlm_step_fn
+    from madx_core.training import TrainConfig, run_training
 
     model, tokenizer = mx.AdapterModel.from_pretrained(backbone), load_tokenizer(backbone)
     rng = random.Random(0)

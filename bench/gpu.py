@@ -19,7 +19,8 @@ import torch
 
 import madx_core as mx
 from bench.common import emit, parser
-from madx_core.training import PRECISIONS, autocast, mlm_step_fn
+from madx_core.distributed import PRECISIONS, autocast
+from madx_core.mlm import mlm_step_fn
 
 SHAPES = {
     "multilingual-e5-small": dict(

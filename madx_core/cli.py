@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import data as D
 from . import launch
 from .adapters import AdapterConfig, Stack
+from .cli_checks import validate
+from .tasks import TASKS, get_task
 
 
 def _print(result: dict, as_json: bool) -> None:
-    from .training import is_main_process
+    from .distributed import is_main_process
 
     if not is_main_process():  # under `accelerate launch`, one result, from the main process
         return
@@ -62,7 +63,7 @@ _progress = _ProgressBar()
 
 def _log(message: str) -> None:
     """A note on stderr, from the main process only (not once per process under `accelerate launch`)."""
-    from .training import is_main_process
+    from .distributed import is_main_process
 
     if is_main_process():
         print(message, file=sys.stderr)
@@ -91,23 +92,26 @@ def _load_adapter(model, spec: str | None, load_as: str | None = None) -> str | 
     return load_adapter(model, fetch_adapter(spec), load_as=load_as, on_mismatch=warn)
 
 
-def _read_task_data(task: str, path: str) -> list:
-    if task == "ner":
-        return D.load_ner(path)
-    if task == "qa":
-        return D.load_squad(path)
-    raise ValueError(f"unknown task {task!r}; use 'ner' or 'qa'")
+def _task_data(args) -> list:
+    """The command's --data as the task's examples, with --keep-labels applied (NER)."""
+    task = get_task(args.task)
+    examples = task.load(args.data)
+    return task.keep_labels(examples, set(args.keep_labels.split(","))) if args.keep_labels else examples
 
 
-def _train_config(args):
-    from .training import TrainConfig
-
-    config = TrainConfig(
+def _train_config(args, preset):
+    """The preset (training.LANGUAGE_ADAPTER, TASK_ADAPTER, FULL_FINE_TUNING) with the command's options over it."""
+    config = replace(
+        preset,
         seed=args.seed,
         batch_size=args.batch_size,
         max_length=args.max_length,
         device=args.device,
         precision=args.precision,
+        time_limit_s=args.time_limit,
+        grad_accum=args.grad_accum,
+        checkpoint_every=args.checkpoint_every or 0,
+        resume=args.resume,
     )
     if getattr(args, "epochs", None):
         config.epochs = args.epochs
@@ -115,10 +119,8 @@ def _train_config(args):
         config.steps = args.steps
     if args.lr:
         config.learning_rate = args.lr
-    config.time_limit_s = args.time_limit
-    config.grad_accum = args.grad_accum
-    config.checkpoint_every = args.checkpoint_every or 0
-    config.resume = args.resume
+    if getattr(args, "task", None):
+        config.max_length = get_task(args.task).max_length(config.max_length)
     if config.checkpoint_every or config.resume:
         config.checkpoint = str(checkpoint_path(args.out))
         if config.resume and not Path(config.checkpoint).is_file():
@@ -143,7 +145,8 @@ def cmd_info(args) -> dict:
 
 
 def cmd_train_lang(args) -> dict:
-    from .training import LANG_ADAPTER_LR, TextStream, train_language_adapter
+    from .mlm import TextStream, train_language_adapter
+    from .training import LANGUAGE_ADAPTER
 
     if args.stream:  # --text is read and tokenised a buffer at a time while training, never whole
         texts = TextStream(args.text, buffer_lines=args.stream_buffer, seed=args.seed)
@@ -152,44 +155,52 @@ def cmd_train_lang(args) -> dict:
     model, tokenizer = _load(args.backbone)
     inv = None if args.inv == "none" else args.inv
     adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, inv_adapter=inv, non_linearity=args.act)
-    config = _train_config(args)
-    config.learning_rate = args.lr or LANG_ADAPTER_LR
-    result = train_language_adapter(model, tokenizer, texts, args.lang, adapter_config, config, args.out, _progress)
+    config = _train_config(args, LANGUAGE_ADAPTER)
+    result = train_language_adapter(
+        model,
+        tokenizer,
+        texts,
+        args.lang,
+        adapter_config=adapter_config,
+        config=config,
+        out_dir=args.out,
+        progress=_progress,
+    )
     lines = {"streamed_files": len(args.text)} if args.stream else {"lines": len(texts)}
     return {"out": args.out, "lang": args.lang, **lines, **_summary(result)}
 
 
 def cmd_train_task(args) -> dict:
-    from .training import train_task_adapter
+    from .training import TASK_ADAPTER, train_task_adapter
 
-    examples = _read_task_data(args.task, args.data)
-    if args.task == "ner" and args.keep_labels:
-        examples = D.restrict_labels(examples, set(args.keep_labels.split(",")))
+    examples = _task_data(args)
     model, tokenizer = _load(args.backbone)
     lang = _load_adapter(model, args.lang_adapter)
-    config = _train_config(args)
-    config.learning_rate = args.lr or 5e-4
-    if args.task == "qa":
-        config.max_length = max(config.max_length, 384)
+    config = _train_config(args, TASK_ADAPTER)
     adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, non_linearity=args.act)
     result = train_task_adapter(
-        model, tokenizer, args.task, examples, args.name, lang, None, adapter_config, config, args.out, _progress
+        model,
+        tokenizer,
+        args.task,
+        examples,
+        args.name,
+        lang_adapter=lang,
+        adapter_config=adapter_config,
+        config=config,
+        out_dir=args.out,
+        progress=_progress,
     )
     return {"out": args.out, "task": args.task, "lang_adapter": lang, "examples": len(examples), **_summary(result)}
 
 
 def cmd_train_full(args) -> dict:
-    from .training import finish_run, is_main_process, save_full_model, train_full
+    from .distributed import is_main_process
+    from .training import FULL_FINE_TUNING, finish_run, save_full_model, train_full
 
-    examples = _read_task_data(args.task, args.data)
-    if args.task == "ner" and args.keep_labels:
-        examples = D.restrict_labels(examples, set(args.keep_labels.split(",")))
+    examples = _task_data(args)
     model, tokenizer = _load(args.backbone)
-    config = _train_config(args)
-    config.learning_rate = args.lr or 3e-5
-    if args.task == "qa":
-        config.max_length = max(config.max_length, 384)
-    result = train_full(model, tokenizer, args.task, examples, args.task, None, config, _progress)
+    config = _train_config(args, FULL_FINE_TUNING)
+    result = train_full(model, tokenizer, args.task, examples, args.task, config=config, progress=_progress)
     if is_main_process():
         save_full_model(model, tokenizer, args.task, args.out)
     finish_run(config)
@@ -242,20 +253,13 @@ def cmd_qa(args) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
-    from .evaluation import evaluate_ner, evaluate_qa
-
-    examples = _read_task_data(args.task, args.data)
+    task = get_task(args.task)
+    examples = task.load(args.data)
     model, tokenizer, stack, head = _model_for_inference(args)
-    if args.task == "ner":
-        labels = set(model.heads[head].config.label2id)
-        examples = D.restrict_labels(examples, {t[2:] for t in labels if t != "O"})
-        scores, predicted = evaluate_ner(model, tokenizer, examples, stack, head)
-        if args.predictions:
-            D.write_conll(args.predictions, [s.tokens for s in examples], predicted)
-    else:
-        scores, answers = evaluate_qa(model, tokenizer, examples, stack, head, lang=args.lang)
-        if args.predictions:
-            D.write_json(args.predictions, answers)
+    examples = task.gold_for_head(model, head, examples)
+    scores, predictions = task.evaluate(model, tokenizer, examples, stack, head, args.lang)
+    if args.predictions:
+        task.write_predictions(args.predictions, examples, predictions)
     return {"task": args.task, "data": args.data, "stack": list(stack or []), **scores}
 
 
@@ -263,109 +267,6 @@ def cmd_transfer(args) -> dict:
     from .transfer import run_transfer
 
     return run_transfer(args.config, args.out)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Validation: every number and path is checked before a model is loaded or a file is written
-
-# (option, smallest, largest): inclusive bounds; None options keep their defaults. A window needs room for the
-# special tokens and at least a few word pieces (max_length 1 made encode_ner loop forever); 512 is the backbones'
-# position limit.
-NUMERIC_BOUNDS = {
-    "steps": (1, 10_000_000),
-    "batch_size": (1, 4096),
-    "max_length": (8, 512),
-    "lr": (1e-12, 1.0),
-    "time_limit": (1e-3, 1e9),
-    "epochs": (1e-6, 1e6),
-    "reduction_factor": (0.5, 1024),
-    "seed": (0, 2**32 - 1),
-    "grad_accum": (1, 4096),
-    "checkpoint_every": (1, 10_000_000),
-    "stream_buffer": (1, 10_000_000),
-}
-
-
-def _flag(option: str) -> str:
-    return "--" + option.replace("_", "-")
-
-
-def _check_numbers(args) -> None:
-    for option, (low, high) in NUMERIC_BOUNDS.items():
-        value = getattr(args, option, None)
-        if value is None:
-            continue
-        if not math.isfinite(value) or not low <= value <= high:
-            raise ValueError(f"{_flag(option)} must be between {_number(low)} and {_number(high)}, not {value}")
-
-
-def _number(x: float) -> str:
-    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
-
-
-def _check_input_file(spec: str, option: str) -> None:
-    """A local input file must exist and be a file; `hf:` datasets are checked when they are read."""
-    if D.is_hub_spec(spec):
-        return
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"file not found: {spec} ({option})")
-    if not path.is_file():
-        raise ValueError(f"{option} {spec} is a directory, not a file")
-
-
-def _check_adapter(spec: str | None, option: str) -> None:
-    """A local adapter must be an AdapterHub directory; anything else is read as a Hub name (needs the Hub)."""
-    if not spec:
-        return
-    path = Path(spec).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{option} {spec} is a file; give the adapter's directory")
-    if path.is_dir() and not (path / "adapter_config.json").is_file():
-        raise ValueError(f"{option} {spec} is not an adapter: adapter_config.json is missing")
-
-
-def _check_out_dir(args, resumable: bool = False) -> None:
-    """--out must be a new or empty directory (or --overwrite); a file there is never moved or deleted."""
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {args.out} is a file; give a directory")
-    if out.is_dir() and any(out.iterdir()) and not resumable and not getattr(args, "overwrite", False):
-        raise ValueError(f"--out {args.out} exists and is not empty; choose a new directory or add --overwrite")
-    parent = next((p for p in out.absolute().parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ValueError(f"--out {args.out} cannot be created: {parent.name} is a file")
-    if parent is not None and not os.access(parent, os.W_OK):
-        raise ValueError(f"--out {args.out} cannot be created: no permission to write there")
-
-
-def validate(args) -> None:
-    """Check the options of a command before any work starts (one-line errors, exit code 2)."""
-    _check_numbers(args)
-    if getattr(args, "keep_labels", None) is not None and not [t for t in args.keep_labels.split(",") if t.strip()]:
-        raise ValueError("--keep-labels must name at least one entity type, e.g. PER,LOC,ORG")
-    if args.command == "train-lang":  # elsewhere --text is the text itself
-        for spec in args.text:
-            _check_input_file(spec, "--text")
-            if args.stream and D.is_hub_spec(spec):
-                raise ValueError(f"--stream reads local files only; {spec} is a Hub dataset (drop --stream)")
-    if args.command == "transfer" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # run_transfer writes its adapters and results from every process: one process until it learns not to.
-        raise ValueError("transfer runs in one process; launch it without accelerate launch (or with 1 process)")
-    if getattr(args, "grad_accum", 1) > getattr(args, "batch_size", 1):
-        raise ValueError(f"--grad-accum {args.grad_accum} is larger than --batch-size {args.batch_size}")
-    if getattr(args, "data", None):
-        _check_input_file(args.data, "--data")
-    if getattr(args, "config", None):
-        _check_input_file(args.config, "--config")
-    _check_adapter(getattr(args, "lang_adapter", None), "--lang-adapter")
-    _check_adapter(getattr(args, "task_adapter", None), "--task-adapter")
-    if getattr(args, "model", None) and not Path(args.model).expanduser().is_dir():
-        raise FileNotFoundError(f"--model {args.model} is not a directory written by train-full")
-    if getattr(args, "predictions", None) and Path(args.predictions).expanduser().is_dir():
-        raise ValueError(f"--predictions {args.predictions} is a directory; give a file name")
-    if getattr(args, "out", None):
-        _check_out_dir(args, resumable=args.command == "transfer")  # a transfer run resumes in its own folder
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -381,7 +282,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE
-    from .training import LANG_ADAPTER_STEPS
+    from .training import LANGUAGE_ADAPTER, LANGUAGE_ADAPTER_SHAPE, TASK_ADAPTER_SHAPE
 
     parser = _Parser(prog="python -m madx_core", description="MAD-X adapters on transformers 5")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -416,18 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", required=True)
     p.add_argument("--text", nargs="+", required=True, help="text files (line = sentence) or hf:DATASET[:CFG][:SPLIT]")
     p.add_argument("--inv", choices=["nice", "glow", "none"], default="nice")
-    p.add_argument("--reduction-factor", type=float, default=2)
+    p.add_argument("--reduction-factor", type=float, default=LANGUAGE_ADAPTER_SHAPE.reduction_factor)
     p.add_argument("--act", default="relu")
     p.add_argument("--stream", action="store_true", help="read and tokenise --text lazily (files beyond memory)")
     p.add_argument("--stream-buffer", type=int, default=10_000, help="lines shuffled together when streaming")
-    training(p, steps=LANG_ADAPTER_STEPS)
+    training(p, steps=LANGUAGE_ADAPTER.steps)
 
     for name, fn, what in [
         ("train-task", cmd_train_task, "train a task adapter stacked on a frozen language adapter"),
         ("train-full", cmd_train_full, "full fine-tuning baseline"),
     ]:
         p = command(name, fn, what)
-        p.add_argument("--task", choices=["ner", "qa"], required=True)
+        p.add_argument("--task", choices=list(TASKS), required=True)
         p.add_argument("--data", required=True, help="CoNLL (ner) or SQuAD JSON (qa), or hf:DATASET[:CFG][:SPLIT]")
         p.add_argument("--epochs", type=float, default=None)
         p.add_argument("--keep-labels", default="PER,LOC,ORG", help="NER entity types to keep (others become O)")
@@ -435,21 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train-task":
             p.add_argument("--lang-adapter", default=None, help="directory or AdapterHub name; omit for MAD-X -LAD")
             p.add_argument("--name", default=None, help="adapter name (default: the task)")
-            p.add_argument("--reduction-factor", type=float, default=16)
+            p.add_argument("--reduction-factor", type=float, default=TASK_ADAPTER_SHAPE.reduction_factor)
             p.add_argument("--act", default="relu")
 
-    for name, fn, what in [("ner", cmd_ner, "tag entities in a text"), ("qa", cmd_qa, "answer a question")]:
+    def inference(name: str, fn, what: str, *inputs: str) -> None:
         p = command(name, fn, what)
         p.add_argument("--lang-adapter", default=None)
         p.add_argument("--task-adapter", required=True)
-        if name == "ner":
-            p.add_argument("--text", required=True)
-        else:
-            p.add_argument("--question", required=True)
-            p.add_argument("--context", required=True)
+        for option in inputs:
+            p.add_argument(option, required=True)
+
+    inference("ner", cmd_ner, "tag entities in a text", "--text")
+    inference("qa", cmd_qa, "answer a question", "--question", "--context")
 
     p = command("evaluate", cmd_evaluate, "score an adapter stack (or a fine-tuned model) on labelled data")
-    p.add_argument("--task", choices=["ner", "qa"], required=True)
+    p.add_argument("--task", choices=list(TASKS), required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--lang-adapter", default=None)
     p.add_argument("--model", default=None, help="a directory written by train-full (instead of adapters)")

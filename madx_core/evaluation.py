@@ -12,10 +12,10 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from . import data as D
+from . import features as F
 from . import metrics as M
 from .adapters import Stack
 from .model import AdapterModel
-from .training import pad_batch
 
 
 @torch.no_grad()
@@ -33,7 +33,7 @@ def feature_logits(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         keys = ("input_ids", "attention_mask")
-        b = pad_batch([features[i] for i in idx], tokenizer.pad_token_id, keys, model.device)
+        b = F.pad_batch([features[i] for i in idx], tokenizer.pad_token_id, keys, model.device)
         logits = model(b["input_ids"], b["attention_mask"], adapters=adapters, head=head).logits.float().cpu()
         for row, i in enumerate(idx):
             out[i] = logits[row, : len(features[i]["input_ids"])]
@@ -66,9 +66,9 @@ def predict_ner(
     head = resolve_head(model, stack, head)
     id2label = model.heads[head].config.id2label
     dummy = [D.NerSentence(tokens=s, labels=["O"] * len(s)) for s in sentences]
-    features = D.encode_ner(tokenizer, dummy, {"O": 0}, max_length=min(max_length, model.max_tokens))
+    features = F.encode_ner(tokenizer, dummy, {"O": 0}, max_length=min(max_length, model.max_tokens))
     logits = feature_logits(model, tokenizer, features, stack, head, batch_size)
-    return D.ner_word_predictions(features, logits, id2label, [len(s) for s in sentences])
+    return F.ner_word_predictions(features, logits, id2label, [len(s) for s in sentences])
 
 
 def evaluate_ner(
@@ -150,11 +150,11 @@ def predict_qa(
     stack = Stack.of(adapters)
     head = resolve_head(model, stack, head)
     max_length = min(max_length, model.max_tokens)
-    features = D.prepare_qa_features(tokenizer, examples, max_length=max_length, stride=stride, train=False)
+    features = F.prepare_qa_features(tokenizer, examples, max_length=max_length, stride=stride, train=False)
     logits = feature_logits(model, tokenizer, features, stack, head, batch_size)
     starts = [x[:, 0] for x in logits]
     ends = [x[:, 1] for x in logits]
-    return D.decode_qa(examples, features, starts, ends)
+    return F.decode_qa(examples, features, starts, ends)
 
 
 def evaluate_qa(

@@ -21,23 +21,32 @@ folder skips what is already there, so a run that was cut off resumes.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from . import data as D
-from .adapters import AdapterConfig, Stack
-from .atomic import atomic_write_text
-from .evaluation import evaluate_ner, evaluate_qa
+from .adapters import Stack
+from .mlm import train_language_adapter, train_mlm_full
 from .model import AdapterModel
-from .training import TrainConfig, train_full, train_language_adapter, train_mlm_full, train_task_adapter
+from .results import held_out_split, score_rows, summarise, write_results
+from .tasks import get_task
+from .training import (
+    FULL_FINE_TUNING,
+    LANGUAGE_ADAPTER,
+    LANGUAGE_ADAPTER_SHAPE,
+    MLM_FULL,
+    TASK_ADAPTER,
+    TASK_ADAPTER_SHAPE,
+    TrainConfig,
+    train_full,
+    train_task_adapter,
+)
 
 SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx", "madx-src")
 DEFAULT_SYSTEMS = ["baseline", "madx-lad", "madx-inv", "madx"]  # MLM-TRG only on request: a full model per target
@@ -47,39 +56,41 @@ def _path(p: str) -> str:
     return os.path.expandvars(os.path.expanduser(p))
 
 
-def _train_config(spec: dict, seed: int, lr: float, run: dict, full: bool = False) -> TrainConfig:
-    """Settings of a spec; with `full`, its full_* budget and rate (full fine-tuning has its own)."""
+STEPS = 500  # a config's training budget where it names neither steps nor epochs
+
+
+def _train_config(spec: dict, seed: int, preset: TrainConfig, run: dict, full: bool = False) -> TrainConfig:
+    """The preset with a spec's settings over it; with `full`, its full_* budget and rate (full fine-tuning has its
+    own)."""
     prefix = "full_" if full else ""
-    return TrainConfig(
-        steps=spec.get(prefix + "steps", spec.get("steps", 500)),
+    return replace(
+        preset,
+        steps=spec.get(prefix + "steps", spec.get("steps", STEPS)),
         epochs=spec.get(prefix + "epochs", None if full else spec.get("epochs")),
-        batch_size=spec.get("batch_size", 16),
-        learning_rate=spec.get("full_lr" if full else "lr", lr),
-        warmup_ratio=spec.get("warmup_ratio", 0.05),
-        max_length=spec.get("max_length", 128),
+        batch_size=spec.get("batch_size", preset.batch_size),
+        learning_rate=spec.get("full_lr" if full else "lr", preset.learning_rate),
+        warmup_ratio=spec.get("warmup_ratio", preset.warmup_ratio),
+        max_length=spec.get("max_length", preset.max_length),
         seed=seed,
-        device=run.get("device", "auto"),
-        precision=run.get("precision", "fp32"),
+        device=run.get("device", preset.device),
+        precision=run.get("precision", preset.precision),
     )
 
 
 def load_task(task: str, spec: dict, train_file: str | None = None) -> tuple[list, dict[str, list]]:
     """Training examples and test examples per target language, as the config describes them."""
     keep = set(spec.get("keep_labels", ["PER", "LOC", "ORG"]))
-    train_file = train_file or spec["train"]
-    if task == "ner":
+    t = get_task(task)
 
-        def read(p):
-            return D.restrict_labels(D.load_ner(_path(p)), keep)
+    def read(p: str) -> list:
+        return t.keep_labels(t.load(_path(p)), keep)
 
-        train = read(train_file)[: spec.get("max_train")]
-        return train, {lang: read(p) for lang, p in spec["targets"].items()}
-    train = D.load_squad(_path(train_file))
-    tests = {lang: D.load_squad(_path(p)) for lang, p in spec["targets"].items()}
+    train = read(train_file or spec["train"])[: spec.get("max_train")]
+    tests = {lang: read(p) for lang, p in spec["targets"].items()}
     if "eval_fraction" in spec:  # XQuAD as training data: split by article so no evaluated context is trained on
         split = spec["eval_fraction"]
-        train, _ = D.split_by_article(train, eval_fraction=split, seed=0)
-        tests = {lang: D.split_by_article(examples, eval_fraction=split, seed=0)[1] for lang, examples in tests.items()}
+        train = held_out_split(train, split)[0]
+        tests = {lang: held_out_split(examples, split)[1] for lang, examples in tests.items()}
     return train, tests
 
 
@@ -120,16 +131,16 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
             if target_dir.is_dir():
                 base.load_adapter(target_dir, load_as=name)
                 continue
-            texts = _texts(cfg, lang)
+            texts = texts_for(cfg, lang)
             log(f"language adapter {name}: {len(texts)} lines")
-            adapter_config = AdapterConfig(
-                reduction_factor=lang_spec.get("reduction_factor", 2),
+            adapter_config = replace(
+                LANGUAGE_ADAPTER_SHAPE,
+                reduction_factor=lang_spec.get("reduction_factor", LANGUAGE_ADAPTER_SHAPE.reduction_factor),
                 inv_adapter=inv,
                 leave_out=lang_spec.get("leave_out", []),
             )
-            result = train_language_adapter(
-                base, tokenizer, texts, name, adapter_config, _train_config(lang_spec, 0, 1e-4, cfg)
-            )
+            config = _train_config(lang_spec, 0, LANGUAGE_ADAPTER, cfg)
+            result = train_language_adapter(base, tokenizer, texts, name, adapter_config=adapter_config, config=config)
             _ship(base, name, target_dir, with_head=False)
             log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
 
@@ -138,7 +149,7 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
         for src, task_systems, task_seeds in _sources(spec, systems, seeds):
             train_file = spec["train"] if src == spec.get("source", "en") else spec["sources"][src]
             train, tests = load_task(task, spec, train_file)
-            labels = D.label_list(train) if task == "ner" else None
+            labels = get_task(task).labels(train)
             for seed in task_seeds:
                 for system in task_systems:
                     if system == "madx-src" or (task, system, seed, src) in done:
@@ -148,13 +159,13 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
                     log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
                     if system in ("baseline", "mlm-trg"):
                         rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src)
-                        _write_results(out, rows, cfg)
+                        write_results(out, rows, cfg)
                         continue
                     rows += _run_adapters(
                         base, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src, out
                     )
-                    _write_results(out, rows, cfg)
-    _write_results(out, rows, cfg)
+                    write_results(out, rows, cfg)
+    write_results(out, rows, cfg)
     return {"rows": len(rows), "out": str(out), "summary": summarise(rows)}
 
 
@@ -179,10 +190,12 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
         task,
         train,
         name,
-        None if model_lang is None else src + model_lang,
-        labels,
-        AdapterConfig(reduction_factor=spec.get("reduction_factor", 16)),
-        _train_config(spec, seed, 5e-4, cfg),
+        lang_adapter=None if model_lang is None else src + model_lang,
+        labels=labels,
+        adapter_config=replace(
+            TASK_ADAPTER_SHAPE, reduction_factor=spec.get("reduction_factor", TASK_ADAPTER_SHAPE.reduction_factor)
+        ),
+        config=_train_config(spec, seed, TASK_ADAPTER, cfg),
     )
     _ship(base, name, out / "adapters" / "task" / name, with_head=True)
     print(f"{name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}", file=sys.stderr)
@@ -192,7 +205,8 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
     for scored_as, adapter_for in variants:
         for tgt, examples in tests.items():
             stack = Stack(name) if model_lang is None else Stack(adapter_for(tgt) + model_lang, name)
-            rows += _score(base, tokenizer, task, examples, stack, name, tgt, src, scored_as, seed)
+            row = _row(scored_as, src, tgt, task, seed, base)
+            rows += score_rows(base, tokenizer, examples, stack, name, row)
             rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
     base.delete_adapter(name)
     return rows
@@ -236,7 +250,7 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
     return [r for r in previous["rows"] if r["task"] in cfg["tasks"] and same(r["task"]) and wanted(r)]
 
 
-def _texts(cfg: dict, lang: str) -> list[str]:
+def texts_for(cfg: dict, lang: str) -> list[str]:
     """Unlabelled text for a language: plain files, or the tokens of CoNLL files (their labels are not used)."""
     texts = []
     for p in cfg["texts"][lang]:
@@ -267,13 +281,12 @@ def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, syste
         if tgt is not None:  # MLM-TRG: adapt the whole model to the target language first
             # the language adapters' budget unless "mlm_trg" says otherwise; never their learning rate (2e-5 here)
             mlm_spec = {k: v for k, v in cfg.get("lang_adapter", {}).items() if k != "lr"} | cfg.get("mlm_trg", {})
-            train_mlm_full(model, tokenizer, _texts(cfg, tgt), _train_config(mlm_spec, 0, 2e-5, cfg))
-        result = train_full(
-            model, tokenizer, task, train, task, labels, _train_config(spec, seed, 3e-5, cfg, full=True)
-        )
+            train_mlm_full(model, tokenizer, texts_for(cfg, tgt), config=_train_config(mlm_spec, 0, MLM_FULL, cfg))
+        config = _train_config(spec, seed, FULL_FINE_TUNING, cfg, full=True)
+        result = train_full(model, tokenizer, task, train, task, labels=labels, config=config)
         for t, examples in tests.items():
             if tgt is None or t == tgt:
-                rows += _score(model, tokenizer, task, examples, None, task, t, src, system, seed)
+                rows += score_rows(model, tokenizer, examples, None, task, _row(system, src, t, task, seed, model))
                 rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
         del model
         if torch.cuda.is_available():
@@ -281,97 +294,13 @@ def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, syste
     return rows
 
 
-def _score(model, tokenizer, task, examples, stack, head, tgt, src, system, seed) -> list[dict]:
-    if task == "ner":
-        scores, _ = evaluate_ner(model, tokenizer, examples, stack, head)
-        metrics = {"f1": scores["f1"]}
-    else:
-        scores, _ = evaluate_qa(model, tokenizer, examples, stack, head, lang=tgt)
-        metrics = {"f1": scores["f1"], "em": scores["exact_match"]}
-    common = {"system": system, "source": src, "target": tgt, "task": task, "seed": seed, "device": model.device.type}
-    return [{**common, "metric": m, "value": round(float(v), 4), "examples": len(examples)} for m, v in metrics.items()]
-
-
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation over seeds for every (system, source, target, task, metric)."""
-    groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["system"], r["source"], r["target"], r["task"], r["metric"]), []).append(r["value"])
-    return [
-        {
-            "system": k[0],
-            "source": k[1],
-            "target": k[2],
-            "task": k[3],
-            "metric": k[4],
-            "mean": round(statistics.fmean(v), 4),
-            "std": round(statistics.stdev(v), 4) if len(v) > 1 else 0.0,  # sample std over seeds
-            "n": len(v),
-        }
-        for k, v in sorted(groups.items())
-    ]
-
-
-SYSTEM_NAMES = {
-    "baseline": "full fine-tuning",
-    "mlm-trg": "MLM-TRG",
-    "madx-lad": "MAD-X –LAD (no language adapter)",
-    "madx-inv": "MAD-X –INV",
-    "madx-src": "MAD-X, source adapter kept",
-    "madx": "MAD-X (target adapter swapped in)",
-}
-
-
-def zero_shot_means(summary: list[dict], task: str, metric: str = "f1") -> dict:
-    """Per system, the mean over the target languages other than the source (zero-shot), with its seed count."""
-    rows = [r for r in summary if r["task"] == task and r["metric"] == metric and r["target"] != r["source"]]
-    if not rows:
-        return {}
-    source = "en" if any(r["source"] == "en" for r in rows) else rows[0]["source"]
-    rows = [r for r in rows if r["source"] == source]
-    targets = sorted({r["target"] for r in rows})
-    means = {}
-    for system in SYSTEM_NAMES:
-        hits = [r for r in rows if r["system"] == system]
-        if {r["target"] for r in hits} == set(targets):
-            means[system] = {"mean": statistics.fmean(r["mean"] for r in hits), "n": min(r["n"] for r in hits)}
-    return {"source": source, "targets": targets, "systems": means}
-
-
-def reading(summary: list[dict]) -> list[str]:
-    """Plain sentences that say what the results show about swapping in the target language's adapter."""
-    lines = []
-    for task, metric, label, scale in (("ner", "f1", "NER entity F1", 100), ("qa", "f1", "QA F1", 1)):
-        z = zero_shot_means(summary, task, metric)
-        systems = z.get("systems", {})
-        if "madx" not in systems:
-            continue
-        n = min(v["n"] for v in systems.values())
-        figures = ", ".join(f"{SYSTEM_NAMES[k]} {v['mean'] * scale:.1f}" for k, v in systems.items())
-        others = {k: v["mean"] for k, v in systems.items() if k in ("madx-src", "madx-lad")}
-        best = max(others, key=others.get) if others else None
-        if best is None or systems["madx"]["mean"] > others[best]:
-            verdict = "swapping in the target language's adapter helps here"
-        else:
-            gap = (others[best] - systems["madx"]["mean"]) * scale
-            verdict = (
-                f"swapping in the target language's adapter does not help here: {SYSTEM_NAMES[best]} is "
-                f"{gap:.1f} points better"
-            )
-        seeds = f"{n} seed" + ("s" if n != 1 else "")
-        lines.append(
-            f"{label}, zero-shot from {z['source']} (mean over {', '.join(z['targets'])}; {seeds}): {figures}. "
-            f"So {verdict}."
-        )
-    return lines
-
-
-def _write_results(out: Path, rows: list[dict], cfg: dict) -> None:
-    payload = {"meta": {"config": cfg}, "rows": rows, "summary": summarise(rows)}
-    atomic_write_text(out / "results.json", json.dumps(payload, indent=2, ensure_ascii=False))
-    fields = ["system", "source", "target", "task", "metric", "value", "seed"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "results.csv", buf.getvalue())
+def _row(system: str, source: str, target: str, task: str, seed: int, model: AdapterModel) -> dict:
+    """The columns of a result row that say which system was scored where (results.score_rows adds the scores)."""
+    return {
+        "system": system,
+        "source": source,
+        "target": target,
+        "task": task,
+        "seed": seed,
+        "device": model.device.type,
+    }

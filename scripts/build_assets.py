@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from madx_core.atomic import atomic_write_text
-from madx_core.transfer import _write_results, run_transfer, summarise
+from madx_core.results import summarise, write_results
+from madx_core.transfer import run_transfer
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
@@ -34,7 +35,7 @@ ASSETS = REPO / "assets"
 def text_stats(cfg: dict) -> None:
     """How much unlabelled text each language adapter had (lines, sub-word tokens) and how much of it training saw."""
     from madx_core.backbones import load_tokenizer
-    from madx_core.transfer import _texts
+    from madx_core.transfer import texts_for
 
     tokenizer = load_tokenizer(cfg["backbone"])
     data = os.environ["MADX_DATA_DIR"]
@@ -42,7 +43,7 @@ def text_stats(cfg: dict) -> None:
     spec = cfg["lang_adapter"]
     stats = {}
     for lang, files in sources.items():
-        texts = _texts({"texts": sources}, lang)
+        texts = texts_for({"texts": sources}, lang)
         tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
         stats[lang] = {
             "lines": len(texts),
@@ -92,7 +93,7 @@ def stamp_backbone(backbone: str) -> None:
 def copy_results() -> None:
     run = json.loads((RUNS / "transfer" / "results.json").read_text())
     rows = run["rows"]
-    _write_results(ASSETS, rows, run["meta"]["config"])  # the run's own config, so a reader can rerun it
+    write_results(ASSETS, rows, run["meta"]["config"])  # the run's own config, so a reader can rerun it
     atomic_write_text(ASSETS / "results_summary.json", json.dumps(summarise(rows), indent=2))
 
 

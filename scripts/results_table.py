@@ -10,7 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from madx_core.transfer import SYSTEM_NAMES, reading
+from madx_core.results import SYSTEM_NAMES, reading
+from madx_core.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- RESULTS:START -->", "<!-- RESULTS:END -->"
@@ -25,7 +26,7 @@ def table(results: dict) -> str:
         if not rows:
             continue
         targets = sorted({r["target"] for r in rows}, key=lambda t: (t != rows[0]["source"], t))
-        scale = 100 if task == "ner" else 1
+        scale = TASKS[task].scale
         lines.append(f"**{label}** (source {rows[0]['source']}; mean ± sample std over seeds where n > 1, n = seeds)\n")
         lines.append("| system | " + " | ".join(targets) + " |")
         lines.append("|---|" + "---|" * len(targets))

@@ -527,7 +527,8 @@ def test_examples_pick_their_own_or_the_nearest_adapter(served):
 
 def test_scores_charts_speak_one_scale_and_say_what_they_show(served):
     demo, client = served
-    from app.scores import summarise, swap_verdict, system_choices, task_reading
+    from app.readings import swap_verdict, task_reading
+    from app.scores import summarise, system_choices
 
     state = demo.state
     ner = summarise(state.results.rows(), "ner", "f1")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from madx_core import data as D
+from madx_core import features as F
 from madx_core import metrics as M
 
 
@@ -29,7 +30,7 @@ def test_read_conll_and_restrict(tmp_path, data_dir):
 def test_first_subtoken_gets_the_label(reference_tokenizer):
     sent = D.NerSentence(["Kawann", "Short", "played", "in", "Charlotte"], ["B-PER", "I-PER", "O", "O", "B-LOC"])
     label2id = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4}
-    (f,) = D.encode_ner(reference_tokenizer, [sent], label2id)
+    (f,) = F.encode_ner(reference_tokenizer, [sent], label2id)
     assert f["labels"][0] == -100 and f["labels"][-1] == -100  # <s> and </s>
     seen = set()
     for w, lab in zip(f["word_ids"], f["labels"], strict=True):
@@ -47,12 +48,12 @@ def test_first_subtoken_gets_the_label(reference_tokenizer):
 def test_long_sentences_are_windowed_without_losing_words(reference_tokenizer, data_dir):
     sents = D.read_conll(data_dir / "ner" / "en" / "test.txt")
     label2id = {lab: i for i, lab in enumerate(D.label_list(sents))}
-    features = D.encode_ner(reference_tokenizer, sents, label2id, max_length=16)
+    features = F.encode_ner(reference_tokenizer, sents, label2id, max_length=16)
     assert all(len(f["input_ids"]) <= 16 for f in features if len(set(f["word_ids"])) > 2)
     covered = {(f["sentence"], w) for f in features for w in f["word_ids"] if w is not None}
     # every word with at least one sub-token is in some window; predictions map back to every word
     logits = [torch.zeros(len(f["input_ids"]), len(label2id)) for f in features]
-    labels, probs = D.ner_word_predictions(
+    labels, probs = F.ner_word_predictions(
         features, logits, {i: lab for lab, i in label2id.items()}, [len(s.tokens) for s in sents]
     )
     assert [len(x) for x in labels] == [len(s.tokens) for s in sents]
@@ -62,7 +63,7 @@ def test_long_sentences_are_windowed_without_losing_words(reference_tokenizer, d
 def test_qa_windows_map_answers_back(reference_tokenizer, data_dir):
     for lang in ("en", "ar", "zh"):
         examples = D.read_squad(data_dir / "qa" / f"xquad.{lang}.json")
-        features = D.prepare_qa_features(reference_tokenizer, examples, max_length=128, stride=32)
+        features = F.prepare_qa_features(reference_tokenizer, examples, max_length=128, stride=32)
         assert len(features) > len(examples)  # long contexts overflow into several windows
         exact = inside = 0
         for f in features:
@@ -81,7 +82,7 @@ def test_qa_windows_map_answers_back(reference_tokenizer, data_dir):
 def test_decode_qa_picks_best_span_across_windows(reference_tokenizer):
     context = "Nairobi is the capital of Kenya. " * 20 + "Dodoma is the capital of Tanzania."
     ex = D.QAExample("q1", "t", context, "What is the capital of Tanzania?", [])
-    features = D.prepare_qa_features(reference_tokenizer, [ex], max_length=64, stride=16, train=False)
+    features = F.prepare_qa_features(reference_tokenizer, [ex], max_length=64, stride=16, train=False)
     assert len(features) > 2
     target = context.index("Dodoma")
     starts, ends = [], []
@@ -92,10 +93,10 @@ def test_decode_qa_picks_best_span_across_windows(reference_tokenizer):
                 s[k], e[k] = 10.0, 10.0
         starts.append(s)
         ends.append(e)
-    pred = D.decode_qa([ex], features, starts, ends)["q1"]
+    pred = F.decode_qa([ex], features, starts, ends)["q1"]
     assert pred.text == "Dodoma" and pred.start == target
     # all-equal logits on a context-free window never return a span outside the context
-    nothing = D.decode_qa(
+    nothing = F.decode_qa(
         [ex],
         features[:1],
         [torch.zeros(len(features[0]["input_ids"]))] * 1,
@@ -126,8 +127,8 @@ def test_mask_tokens_is_seeded_and_masks_every_row():
     ids = torch.randint(5, 100, (4, 20))
     special = torch.zeros_like(ids)
     special[:, 0] = special[:, -1] = 1
-    a = D.mask_tokens(ids, special, 4, 100, generator=torch.Generator().manual_seed(0))
-    b = D.mask_tokens(ids, special, 4, 100, generator=torch.Generator().manual_seed(0))
+    a = F.mask_tokens(ids, special, 4, 100, generator=torch.Generator().manual_seed(0))
+    b = F.mask_tokens(ids, special, 4, 100, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     inputs, labels = a
     assert ((labels != -100).sum(1) >= 1).all()

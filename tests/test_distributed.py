@@ -17,7 +17,8 @@ from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
 import madx_core as mx
 from madx_core import data as D
-from madx_core.training import Cancelled, TextStream, TrainConfig, train_language_adapter, train_task_adapter
+from madx_core.mlm import TextStream, train_language_adapter
+from madx_core.training import Cancelled, TrainConfig, train_task_adapter
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "MADX_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}

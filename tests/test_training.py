@@ -7,7 +7,8 @@ from transformers import XLMRobertaConfig
 
 import madx_core as mx
 from madx_core import data as D
-from madx_core.training import Cancelled, TrainConfig, epoch_batches, train_language_adapter, train_task_adapter
+from madx_core.mlm import train_language_adapter
+from madx_core.training import Cancelled, TrainConfig, epoch_batches, train_task_adapter
 
 
 @pytest.fixture(scope="module")

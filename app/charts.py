@@ -1,0 +1,181 @@
+"""The Transfer scores tab's charts: bars per target language, a source x target heat map, score against trainable
+parameters, and the table; every score on the 0-100 scale."""
+
+from __future__ import annotations
+
+import statistics
+
+import plotly.graph_objects as go
+
+from madx_core.results import SYSTEM_NAMES as CORE_SYSTEM_NAMES
+from madx_core.tasks import get_task
+
+SYSTEM_NAMES = {**CORE_SYSTEM_NAMES, "baseline": "baseline (full fine-tuning)"}
+SYSTEM_COLORS = {
+    "baseline": "#8d99ae",
+    "mlm-trg": "#adb5bd",
+    "madx-lad": "#f4a261",
+    "madx-inv": "#2a9d8f",
+    "madx-src": "#9c6644",
+    "madx": "#264653",
+}
+METRIC_LABELS = {"em": "exact match (EM)"}  # where the switch spells a metric out
+
+
+def system_name(system: str) -> str:
+    return SYSTEM_NAMES.get(system, system)
+
+
+def order(systems: set[str]) -> list[str]:
+    known = [s for s in SYSTEM_NAMES if s in systems]
+    return known + sorted(systems - set(known))
+
+
+def _empty(fig: go.Figure, message: str) -> go.Figure:
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def _metric_name(task: str, metric: str) -> str:
+    return f"{get_task(task).metrics.get(metric, metric.upper())} (0-100)"
+
+
+def metric_choices(task: str) -> list[tuple[str, str]]:
+    """(label, metric) of the task's metrics for the chart's metric switch."""
+    return [(METRIC_LABELS.get(m, name), m) for m, name in get_task(task).metrics.items()]
+
+
+def bars_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Figure:
+    """Grouped bars per target language: one bar per system; error bars (sample std) only where there are seeds."""
+    fig = go.Figure()
+    if not summary:
+        return _empty(fig, "no results for this task and metric yet")
+    targets = sorted({s["target"] for s in summary})
+    for system in order({s["system"] for s in summary}):
+        by_target = {s["target"]: s for s in summary if s["system"] == system}
+        several = any(s["n"] > 1 for s in by_target.values())
+        fig.add_trace(
+            go.Bar(
+                name=system_name(system),
+                x=targets,
+                y=[by_target[t]["mean"] if t in by_target else None for t in targets],
+                error_y=dict(
+                    type="data",
+                    array=[by_target[t]["std"] if t in by_target else 0 for t in targets],
+                    visible=several,  # one run has no spread to draw
+                ),
+                customdata=[
+                    [by_target[t]["n"], by_target[t]["examples"] or "?"] if t in by_target else [0, "?"]
+                    for t in targets
+                ],
+                hovertemplate=f"{system_name(system)}<br>%{{x}}: %{{y:.1f}}<br>%{{customdata[0]}} seed(s), "
+                "%{customdata[1]} test examples<extra></extra>",
+                marker_color=SYSTEM_COLORS.get(system),
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        title=f"zero-shot transfer per target language<br>({_metric_name(task, metric)})",
+        xaxis_title="target language",
+        yaxis=dict(title=_metric_name(task, metric), range=[0, 100]),
+        height=400,
+        legend=dict(orientation="h", y=-0.25),
+        margin=dict(l=50, r=10, t=50, b=40),
+    )
+    return fig
+
+
+def heatmap_figure(summary: list[dict], metric: str, system: str, task: str = "ner") -> go.Figure:
+    rows = [s for s in summary if s["system"] == system]
+    fig = go.Figure()
+    if not rows:
+        return _empty(fig, f"no results for {system_name(system)}")
+    sources = sorted({s["source"] for s in rows})
+    targets = sorted({s["target"] for s in rows})
+    value = {(s["source"], s["target"]): s["mean"] for s in rows}
+    z = [[value.get((src, tgt)) for tgt in targets] for src in sources]
+    fig.add_trace(
+        go.Heatmap(
+            z=z,
+            x=targets,
+            y=sources,
+            zmin=0,
+            zmax=100,  # the same scale as the bars: a single row is not stretched into one colour
+            colorscale="Viridis",
+            text=[[f"{v:.1f}" if v is not None else "" for v in row] for row in z],
+            texttemplate="%{text}",
+            colorbar=dict(title=metric.upper()),
+        )
+    )
+    fig.update_layout(
+        title=f"{system_name(system)}:<br>source × target ({_metric_name(task, metric)})",
+        xaxis_title="target language",
+        yaxis_title="source language",
+        height=260 + 40 * len(sources),
+        margin=dict(l=50, r=10, t=50, b=40),
+    )
+    return fig
+
+
+MARKERS = ["circle", "square", "diamond", "triangle-up", "x", "star", "cross", "hexagon"]
+
+
+def params_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Figure:
+    """Mean score over target languages against trainable parameters, one point per system (named in the legend)."""
+    fig = go.Figure()
+    points = []
+    for system in order({s["system"] for s in summary}):
+        rows = [
+            s for s in summary if s["system"] == system and s["trainable_parameters"] and s["target"] != s["source"]
+        ]
+        if rows:
+            params = statistics.fmean(r["trainable_parameters"] for r in rows)
+            points.append((system, params, statistics.fmean(r["mean"] for r in rows), len(rows)))
+    if not points:
+        return _empty(fig, "no trainable-parameter counts in these results")
+    for i, (system, params, score, n) in enumerate(points):
+        fig.add_trace(
+            go.Scatter(
+                x=[params],
+                y=[score],
+                mode="markers",  # names go to the legend: systems with equal parameter counts would overlap
+                marker=dict(size=14, color=SYSTEM_COLORS.get(system), symbol=MARKERS[i % len(MARKERS)]),
+                name=system_name(system),
+                hovertemplate=f"{system_name(system)}<br>%{{x:,.0f}} trainable parameters<br>"
+                f"mean {metric.upper()} %{{y:.1f}} over {n} targets<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=f"mean zero-shot {metric.upper()} vs<br>trainable parameters",
+        xaxis=dict(title="trainable parameters (log scale)", type="log", tickformat="~s", nticks=4),
+        yaxis_title=_metric_name(task, metric),
+        showlegend=True,
+        legend=dict(orientation="h", y=-0.3),
+        height=400,
+        margin=dict(l=50, r=10, t=50, b=40),
+    )
+    return fig
+
+
+def table_rows(summary: list[dict]) -> list[list]:
+    return [
+        [
+            system_name(s["system"]),
+            s["source"],
+            s["target"],
+            s["mean"],
+            s["std"] if s["n"] > 1 else None,  # one run has no spread
+            s["n"],
+            s["examples"],
+            s["trainable_parameters"],
+            s["origin"],
+        ]
+        for s in summary
+    ]
+
+
+TABLE_HEADERS = [
+    "system", "source", "target", "mean (0-100)", "std", "seeds", "test examples", "trainable parameters", "from",
+]  # fmt: skip

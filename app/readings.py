@@ -1,0 +1,166 @@
+"""What the shipped results say, in sentences generated from assets/results.json: the swap verdict, a reading per
+task, and how much the shipped adapters were trained."""
+
+from __future__ import annotations
+
+import json
+
+from madx_core.results import reading, zero_shot_means
+from madx_core.results import summarise as core_summarise
+from madx_core.tasks import TASKS, get_task
+
+from .charts import system_name
+from .state import AppState
+
+
+def shipped_reading(state: AppState) -> str:
+    """What the shipped results say about swapping adapters, in sentences generated from the results themselves."""
+    shipped = [r for r in state.results.rows() if r.get("origin") == "shipped"]
+    lines = reading(core_summarise(shipped)) if shipped else []
+    if not lines:
+        return ""
+    body = "\n".join(f"- {line}" for line in lines)
+    return (
+        "**What these results show** (generated from `assets/results.json`; one seed where n = 1, so differences of "
+        "one or two points may be noise):\n" + body + "\n\nIn the paper, swapping in the target language's adapter "
+        "is what makes MAD-X transfer better; on this small offline backbone it does not, and the README's Results "
+        "section lists what was tried."
+    )
+
+
+def _shipped_summary(state: AppState) -> list[dict]:
+    shipped = [r for r in state.results.rows() if r.get("origin") == "shipped"]
+    return core_summarise(shipped) if shipped else []
+
+
+def _results_config(state: AppState) -> dict:
+    try:
+        data = json.loads(state.results.shipped_file.read_text(encoding="utf-8"))
+        config = (data.get("meta") or {}).get("config") or {}
+        return config if isinstance(config, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def swap_verdict(state: AppState) -> str:
+    """One sentence for the app's intro: does swapping in the target adapter help in the shipped results?"""
+    summary = _shipped_summary(state)
+    helps, hurts = [], []
+    for task in TASKS.values():
+        systems = zero_shot_means(summary, task.name, "f1").get("systems", {}) if summary else {}
+        others = {k: v["mean"] for k, v in systems.items() if k in ("madx-src", "madx-lad")}
+        if "madx" not in systems or not others:
+            continue
+        (hurts if max(others.values()) >= systems["madx"]["mean"] else helps).append(task.title)
+    if hurts and not helps:
+        return (
+            f"**On this small offline backbone it does not work as the paper reports**: in the shipped results "
+            f"({' and '.join(hurts)}), swapping in the target language's adapter transfers no better than keeping "
+            "the English one or using none. *Transfer scores* shows the numbers."
+        )
+    if hurts:
+        return (
+            f"In the shipped results swapping helps for {' and '.join(helps)} but not for {' and '.join(hurts)}; "
+            "*Transfer scores* shows the numbers."
+        )
+    if helps:
+        return f"In the shipped results swapping helps ({' and '.join(helps)}); *Transfer scores* shows the numbers."
+    return ""
+
+
+def task_reading(state: AppState, task: str) -> str:
+    """What the shipped results say for one task, next to its charts: the verdict, per language, what is missing."""
+    summary = _shipped_summary(state)
+    t = get_task(task)
+    label = f"{t.title} {t.metrics['f1']}"
+    lines = [line for line in (reading(summary) if summary else []) if line.startswith(label)]
+    out = [f"**Reading ({task.upper()}, generated from `assets/results.json`)**"]
+    out += [f"- {line}" for line in lines] or ["- No shipped MAD-X results for this task."]
+    rows = [r for r in summary if r["task"] == task and r["metric"] == "f1" and r["target"] != r["source"]]
+    by = {(r["system"], r["target"]): r["mean"] * t.scale for r in rows}
+    targets = sorted({t for _, t in by})
+    if targets and any(("madx-src", t) in by for t in targets):
+        wins = [t for t in targets if ("madx", t) in by and ("madx-src", t) in by and by["madx", t] > by["madx-src", t]]
+        per = ", ".join(
+            f"{t} {by['madx', t] - by['madx-src', t]:+.1f}"
+            for t in targets
+            if ("madx", t) in by and ("madx-src", t) in by
+        )
+        lines_per = f"- Per language, swapping minus keeping the English adapter: {per} points"
+        out.append(lines_per + f" (swapping wins for {len(wins)} of {len(targets)}).")
+    seeds = {r["n"] for r in rows}
+    if seeds and max(seeds) == 1:
+        out.append("- One training run per system (no error bars): differences of one or two points may be noise.")
+    config = _results_config(state)
+    task_cfg = (config.get("tasks") or {}).get(task) or {}
+    wanted = task_cfg.get("systems") or config.get("systems") or []
+    present = {r["system"] for r in summary if r["task"] == task}
+    missing = [system_name(x) for x in wanted if x not in present]
+    if missing:
+        out.append(f"- Configured but not in these results (not run): {', '.join(missing)}.")
+    if "baseline" in present:
+        epochs = task_cfg.get("full_epochs")
+        out.append(
+            "- ⚠️ The full fine-tuning baseline was trained briefly"
+            + (f" ({epochs} epochs)" if epochs else "")
+            + " on a small budget: read it as a rough reference, not a converged baseline."
+        )
+    return "\n".join(out)
+
+
+def training_line(state: AppState) -> str:
+    """One sentence: how much the shipped adapters were trained (from results.json's configuration)."""
+    config = _results_config(state)
+    la, tasks = config.get("lang_adapter") or {}, config.get("tasks") or {}
+    parts = []
+    if la.get("steps"):
+        parts.append(
+            f"language adapters {la['steps']} steps of {la.get('batch_size')} lines (the paper: 250,000 of 64)"
+        )
+    for task in TASKS.values():
+        if (tasks.get(task.name) or {}).get("epochs"):
+            parts.append(f"{task.title} task adapters {tasks[task.name]['epochs']:g} epoch(s) of English data")
+    return ("The shipped adapters are small: " + "; ".join(parts) + ".") if parts else ""
+
+
+def adapters_summary(state: AppState) -> str:
+    """Which adapters ship and how much each was trained, from the configuration recorded in results.json."""
+    config = _results_config(state)
+    la = config.get("lang_adapter") or {}
+    tasks = config.get("tasks") or {}
+    reg = state.registry
+    langs = sorted(e.name for e in reg.language_adapters() if e.origin == "shipped")
+    noinv = sorted(e.name for e in reg.language_adapters() if e.origin == "shipped -INV")
+    lines = []
+    if la:
+        lines.append(
+            f"- **Language adapters** ({', '.join(langs) or 'none'}): masked-LM training, {la.get('steps')} steps of "
+            f"{la.get('batch_size')} lines (≤ {la.get('max_length')} tokens) at learning rate {la.get('lr')}, "
+            f"reduction factor {la.get('reduction_factor')}, with an invertible NICE adapter. The paper trains "
+            "250,000 steps of 64: these are small, teaching-sized adapters."
+        )
+    if noinv:
+        lines.append(f"- **–INV language adapters** ({', '.join(noinv)}): the same without the invertible adapter.")
+    summary = _shipped_summary(state)
+    english = {
+        (r["task"], r["system"]): r["mean"] * TASKS[r["task"]].scale
+        for r in summary
+        if r["target"] == r["source"] and r["metric"] == "f1" and r["task"] in TASKS
+    }
+    for task, data in ((t.name, t.shipped_data) for t in TASKS.values()):
+        cfg = tasks.get(task) or {}
+        if not cfg:
+            continue
+        names = [e.name for e in reg.task_adapters(task) if e.origin == "shipped"]
+        scores = ", ".join(
+            f"{name} {english[task, system]:.1f}"
+            for name, system in ((task, "madx"), (f"{task}_lad", "madx-lad"))
+            if name in names and (task, system) in english
+        )
+        lines.append(
+            f"- **{task.upper()} task adapters** ({', '.join(names)}): {cfg.get('epochs')} epoch(s) of {data}, "
+            f"batches of {cfg.get('batch_size')} at learning rate {cfg.get('lr')}, reduction factor 16. "
+            f"`{task}` was trained on top of the English language adapter (MAD-X), `{task}_lad` with no language "
+            "adapter (MAD-X –LAD)." + (f" English test F1 (0-100): {scores}." if scores else "")
+        )
+    return "\n".join(lines) or "The shipped results record no training configuration."
