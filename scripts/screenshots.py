@@ -30,6 +30,11 @@ SIZES = {"desktop": (1366, 900), "phone": (390, 844)}
 TABS = [("explore", "Explore"), ("train", "Train"), ("scores", "Transfer scores"), ("howto", "How it works")]
 
 
+def launch_browser(playwright):
+    """Debian's headless chromium through Playwright (never a browser download); the caller closes it."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
 def page_width(page) -> int:
     """How wide the page's content is (a page wider than the viewport scrolls sideways)."""
     return int(page.evaluate("() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"))
@@ -84,7 +89,7 @@ def shoot(url: str, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_browser(p)
         try:
             for size, (w, h) in SIZES.items():
                 if os.environ.get("SHOTS_ONLY") and size != os.environ["SHOTS_ONLY"]:

@@ -1,10 +1,13 @@
-"""Shared fixtures: the real data (through MADX_DATA_DIR), the reference tokenizer, tiny models and tokenizers."""
+"""Shared fixtures: the real data (through MADX_DATA_DIR) and the reference tokenizer, for the integration tests.
+
+Helpers that build tiny models, tokenizers and data in memory are in helpers.py."""
 
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import SPECIAL_TOKENS
 
 torch.set_num_threads(2)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -28,42 +31,7 @@ def reference_tokenizer(data_dir):
     from transformers import PreTrainedTokenizerFast
 
     path = data_dir.parent / "reference" / "multilingual-e5-small.tokenizer.json"
-    return PreTrainedTokenizerFast(
-        tokenizer_file=str(path),
-        bos_token="<s>",
-        eos_token="</s>",
-        cls_token="<s>",
-        sep_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-    )
-
-
-def make_word_tokenizer(words):
-    """A tiny whole-word tokenizer built in memory (no downloads), with XLM-R's special tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    vocab = {t: i for i, t in enumerate(specials)}
-    for w in sorted(set(words)):
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        cls_token="<s>",
-        sep_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-    )
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), **SPECIAL_TOKENS)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -76,3 +44,14 @@ def pytest_terminal_summary(terminalreporter):
             yellow=True,
             bold=True,
         )
+
+
+def pytest_collection_modifyitems(items):
+    """Only integration tests may read the shared data: unit tests must run where it is missing (`-m "not
+    integration"`), so a test that asks for it unmarked is a mistake in the test, said at collection."""
+    for item in items:
+        wants_data = {"data_dir", "reference_tokenizer"} & set(getattr(item, "fixturenames", ()))
+        if wants_data and item.get_closest_marker("integration") is None:
+            raise pytest.UsageError(
+                f"{item.nodeid} reads the shared data ({', '.join(wants_data)}): mark it integration"
+            )

@@ -5,12 +5,11 @@ adapters that madx_core saves load back into the library (run in its own virtual
 """
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_reference
 from safetensors.torch import load_file
 
 import madx_core as mx
@@ -76,13 +75,6 @@ def test_masked_lm_head_inverts_the_invertible_adapter(kind):
     torch.testing.assert_close(got, expected(root, "mlm_inv"), rtol=0, atol=1e-5)
 
 
-def reference_python() -> str:
-    python = os.environ.get("MADX_REF_PYTHON") or str(Path(__file__).parents[1] / ".ref-venv" / "bin" / "python")
-    if not Path(python).exists():
-        pytest.fail(f"the reference library's virtualenv is missing ({python}): run bash scripts/make_ref_venv.sh")
-    return python
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_our_adapters_load_in_the_reference_library(tmp_path, kind):
     model, root, ids, mask = load_case(kind)
@@ -96,43 +88,15 @@ def test_our_adapters_load_in_the_reference_library(tmp_path, kind):
     ours = model(ids, mask, adapters=mx.Stack("de", "pos")).logits
     model.save_adapter(tmp_path / "de", "de")
     model.save_adapter(tmp_path / "pos", "pos")
-    out = tmp_path / "theirs.safetensors"
-    result = subprocess.run(
-        [
-            reference_python(),
-            str(Path(__file__).parent / "reference_check.py"),
-            "--base",
-            str(root / "base"),
-            "--adapter",
-            str(tmp_path / "de"),
-            "--adapter",
-            str(tmp_path / "pos"),
-            "--stack",
-            "de,pos",
-            "--head",
-            "pos",
-            "--inputs",
-            str(root / "inputs.safetensors"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    theirs = run_reference(
+        root / "base",
+        [tmp_path / "de", tmp_path / "pos"],
+        "de,pos",
+        "pos",
+        root / "inputs.safetensors",
+        tmp_path / "theirs.safetensors",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    torch.testing.assert_close(load_file(out)["output"], ours, rtol=0, atol=1e-5)
-
-
-def run_reference(root: Path, adapters: list[Path], stack: str, head: str, out: Path) -> torch.Tensor:
-    """The reference library's logits of `head` with `stack` active, the adapters loaded from our directories."""
-    args = [reference_python(), str(Path(__file__).parent / "reference_check.py"), "--base", str(root / "base")]
-    for directory in adapters:
-        args += ["--adapter", str(directory)]
-    args += ["--stack", stack, "--head", head, "--inputs", str(root / "inputs.safetensors"), "--out", str(out)]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return load_file(out)["output"]
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -158,6 +122,8 @@ def test_every_head_type_we_save_loads_in_the_reference_library(tmp_path, kind, 
     model.save_adapter(tmp_path / "x", "x")
     saved = json.loads((tmp_path / "x" / "head_config.json").read_text())["config"]
     assert saved["head_type"] == head_type
-    theirs = run_reference(root, [tmp_path / "x"], "x", "x", tmp_path / "theirs.safetensors")
+    theirs = run_reference(
+        root / "base", [tmp_path / "x"], "x", "x", root / "inputs.safetensors", tmp_path / "theirs.safetensors"
+    )
     assert theirs.shape == ours.shape
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4)

@@ -1,13 +1,13 @@
 """Shipped artifacts: fp16 AdapterHub adapters that reproduce the shipped results and load in the reference library."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_reference
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import madx_core as mx
 from madx_core import data as D
@@ -63,8 +63,6 @@ def test_shipped_results_reproduce_exactly(data_dir):
 
 
 def test_shipped_adapters_load_in_reference_library(tmp_path):
-    from test_adapterhub import reference_python
-
     base = resolve_backbone("multilingual-e5-small").path
     model = mx.AdapterModel.from_pretrained(str(base))
     sw = model.load_adapter(ASSETS / "adapters" / "lang" / "sw")
@@ -75,25 +73,8 @@ def test_shipped_adapters_load_in_reference_library(tmp_path):
     save_file(inputs, str(tmp_path / "inputs.safetensors"))
     with torch.no_grad():
         ours = model(inputs["input_ids"], inputs["attention_mask"], adapters=mx.Stack(sw, ner)).logits
-    out = tmp_path / "theirs.safetensors"
-    cmd = [
-        reference_python(),
-        str(Path(__file__).parent / "reference_check.py"),
-        "--base",
-        str(base),
-        "--adapter",
-        str(ASSETS / "adapters" / "lang" / "sw"),
-        "--adapter",
-        str(ASSETS / "adapters" / "task" / "ner"),
-        "--stack",
-        f"{sw},{ner}",
-        "--head",
-        ner,
-        "--inputs",
-        str(tmp_path / "inputs.safetensors"),
-        "--out",
-        str(out),
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    torch.testing.assert_close(load_file(out)["output"], ours, rtol=0, atol=1e-4)
+    adapters = [ASSETS / "adapters" / "lang" / "sw", ASSETS / "adapters" / "task" / "ner"]
+    theirs = run_reference(
+        base, adapters, f"{sw},{ner}", ner, tmp_path / "inputs.safetensors", tmp_path / "theirs.safetensors"
+    )
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4)

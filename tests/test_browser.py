@@ -7,44 +7,21 @@ screenshots of the Explore and Transfer scores tabs for a human to look at.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from helpers import serve_app
+
+from scripts.screenshots import CHROMIUM, TABS, launch_browser, open_tab, page_width, too_wide
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    os.environ.setdefault("MADX_OFFLINE", "1")
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    import torch
-    from test_app import _free_port, make_assets  # the same asset tree as the API tests
-
-    from app import build_app, launch_kwargs
-    from app.state import create_state
-
-    torch.set_num_threads(2)
-    tmp = tmp_path_factory.mktemp("browser")
-    (tmp / "assets").mkdir()
-    state = create_state(tmp / "assets", tmp / "work")
-    make_assets(state.registry.model()[0], tmp / "assets")
-    state.registry.scan_shipped()
-    demo = build_app(state)
-    demo.queue().launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True, **launch_kwargs(state))
+    demo = serve_app(tmp_path_factory.mktemp("browser"))
     yield demo.local_url
     demo.close()
 
@@ -59,10 +36,9 @@ def _shot(page, name: str) -> None:
 def test_ner_tabs_and_chart_in_chromium(app_url):
     from playwright.sync_api import expect, sync_playwright
 
-    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists()
     text = "Amina Yusuf joined the World Health Organization in Geneva."
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_browser(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(app_url, wait_until="domcontentloaded")
@@ -98,11 +74,9 @@ SIZES = [(1366, 900), (390, 844)]
 def test_layout_examples_and_diagram(app_url, size):
     from playwright.sync_api import expect, sync_playwright
 
-    from scripts.screenshots import TABS, open_tab, page_width, too_wide
-
     width, height = size
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_browser(p)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.goto(app_url, wait_until="domcontentloaded")
@@ -166,7 +140,7 @@ def test_loss_curve_is_live_and_not_covered(app_url):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_browser(p)
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 900})
             page.goto(app_url, wait_until="domcontentloaded")

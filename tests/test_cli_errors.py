@@ -8,15 +8,13 @@ timeout, so that a regression fails the test instead of the machine.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import madx
 
-REPO = Path(__file__).resolve().parents[1]
 CONLL = "Amina B-PER\nlives O\nin O\nKano B-LOC\n. O\n\nJohn B-PER\nworks O\nat O\nWHO B-ORG\n. O\n"
 MEMORY_CAP = 6 * 2**30  # far above a real run's needs; an endless loop hits it and fails instead of the machine
 
@@ -26,16 +24,7 @@ def _cap_memory() -> None:
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MADX_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, "-m", "madx_core", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=_cap_memory,
-    )
+    return madx(list(args), ok=False, timeout=timeout, preexec_fn=_cap_memory)
 
 
 @pytest.fixture
@@ -130,24 +119,8 @@ def test_bad_option_is_one_line_exit_2_and_nothing_lost(files, case, command, me
 
 
 def test_overwrite_replaces_a_non_empty_out_folder(files):
-    result = run_cli(
-        "train-lang",
-        "--lang",
-        "sw",
-        "--text",
-        files["text"],
-        "--out",
-        files["kept"],
-        "--steps",
-        "1",
-        "--batch-size",
-        "2",
-        "--max-length",
-        "16",
-        "--overwrite",
-        "--json",
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    args = ["train-lang", "--lang", "sw", "--text", files["text"], "--out", files["kept"], "--overwrite", "--json"]
+    result = madx([*args, "--steps", "1", "--batch-size", "2", "--max-length", "16"])
     assert json.loads(result.stdout)["steps"] == 1
     assert (Path(files["kept"]) / "adapter_config.json").is_file()
     assert not (Path(files["kept"]) / "notes.txt").exists()

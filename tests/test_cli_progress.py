@@ -2,39 +2,21 @@
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import torch
-from conftest import make_word_tokenizer
-from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+from helpers import madx, make_word_tokenizer, save_tiny_backbone
 
-REPO = Path(__file__).resolve().parents[1]
 WORDS = "Amina lives in Kano and works at the hospital every day".split()
 
 
 def test_training_shows_a_progress_bar_and_json_stays_clean(tmp_path):
-    torch.manual_seed(0)
-    tokenizer = make_word_tokenizer(WORDS)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
-    )
-    backbone = tmp_path / "tiny-mlm"
-    XLMRobertaForMaskedLM(config).save_pretrained(backbone)  # with an MLM head, which train-lang needs
-    tokenizer.save_pretrained(backbone)
+    backbone = save_tiny_backbone(
+        tmp_path / "tiny-mlm", make_word_tokenizer(WORDS)
+    )  # with the MLM head train-lang needs
     text = tmp_path / "text.txt"
     text.write_text("\n".join(" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))) + "\n")
     out = tmp_path / "o"
     args = ["train-lang", "--backbone", str(backbone), "--lang", "xx", "--text", str(text), "--out", str(out)]
-    run = subprocess.run(
-        [sys.executable, "-m", "madx_core", *args, "--steps", "12", "--batch-size", "4", "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = madx([*args, "--steps", "12", "--batch-size", "4", "--json"], timeout=300)
     assert json.loads(run.stdout)["steps"] == 12  # nothing but the JSON result on stdout
     bar = run.stderr.replace("\r", "\n").splitlines()
     final = [line for line in bar if line.startswith("training: 100%")]

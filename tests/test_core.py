@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+from helpers import spread
 from transformers import BertConfig, XLMRobertaConfig
 
 import madx_core as mx
@@ -29,22 +30,14 @@ def inputs(seed: int = 1):
     return ids, mask
 
 
-def randomise(module: torch.nn.Module, std: float = 0.3, seed: int = 3) -> None:
-    """Adapters start near identity; random weights make a wrong formula visible."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-
-
 def madx_model(kind: str = "bert") -> mx.AdapterModel:
     model = tiny_model(kind)
     model.add_adapter("sw", mx.AdapterConfig(reduction_factor=2, inv_adapter="nice"))
     model.add_adapter("ner", mx.AdapterConfig(reduction_factor=4, non_linearity="gelu", leave_out=[2]))
     model.add_tagging_head("ner", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
     for name in ("sw", "ner"):
-        randomise(model.adapters[name], seed=len(name))
-    randomise(model.heads["ner"], seed=7)
+        spread(model.adapters[name], seed=len(name))
+    spread(model.heads["ner"], seed=7)
     return model
 
 
@@ -96,7 +89,7 @@ def test_stack_formula_by_hand():
 def test_invertible_adapters_invert(coupling):
     torch.manual_seed(0)
     block = coupling(33, reduction_factor=2)  # odd size: the halves differ
-    randomise(block, std=0.5)
+    spread(block, seed=3, std=0.5)
     x = torch.randn(3, 11, 33, dtype=torch.float64)
     block = block.double()
     y = block(x)
@@ -109,7 +102,7 @@ def test_mlm_inverse_and_masked_only_logits():
     config = mx.HeadConfig("masked_lm", layers=2, activation_function="gelu", vocab_size=120)
     model.add_head("lm", config)
     model.add_adapter("qu", mx.AdapterConfig(reduction_factor=2, inv_adapter="glow"))
-    randomise(model.adapters["qu"])
+    spread(model.adapters["qu"], seed=3)
     ids, mask = inputs()
     labels = torch.full_like(ids, -100)
     labels[0, 2], labels[1, 4] = 7, 9
@@ -184,51 +177,72 @@ class Evil:
         return (print, ("this must never run",))
 
 
-def test_bad_input_errors_and_changes_nothing(tmp_path):
-    model = madx_model("bert")
-    model.save_adapter(tmp_path / "good", "sw")
-    before = set(model.adapters)
+def _bad_dir(tmp_path, good, name: str, config: dict | None = None, files: dict | None = None):
+    """A folder `name` with `good`'s adapter_config.json (changed by `config`) and weights, or other `files`."""
+    folder = tmp_path / name
+    folder.mkdir()
+    meta = json.loads((good / "adapter_config.json").read_text())
+    meta["config"].update(config or {})
+    (folder / "adapter_config.json").write_text(json.dumps(meta))
+    for file_name, data in (files or {"adapter.safetensors": (good / "adapter.safetensors").read_bytes()}).items():
+        (folder / file_name).write_bytes(data)
+    return folder
 
-    with pytest.raises(FileNotFoundError, match="not found"):
-        model.load_adapter(tmp_path / "missing")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="adapter_config.json is missing"):
-        model.load_adapter(tmp_path / "empty")
-    bad_json = tmp_path / "bad_json"
-    bad_json.mkdir()
-    (bad_json / "adapter_config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        model.load_adapter(bad_json)
 
-    big = tiny_model("bert")
+def _other_hidden_size(tmp_path, good):
     torch.manual_seed(0)
     other = mx.AdapterModel.from_config(BertConfig(**{**TINY, "hidden_size": 48}))
     other.add_adapter("x", mx.AdapterConfig())
     other.save_adapter(tmp_path / "h48", "x")
-    with pytest.raises(ValueError, match="hidden size 48"):
-        big.load_adapter(tmp_path / "h48")
+    return tmp_path / "h48"
 
-    evil = tmp_path / "evil"
-    evil.mkdir()
-    (evil / "adapter_config.json").write_text((tmp_path / "good" / "adapter_config.json").read_text())
-    (evil / "pytorch_adapter.bin").write_bytes(pickle.dumps({"x": Evil()}))
-    with pytest.raises(ValueError, match="not a file of plain tensors"):
-        model.load_adapter(evil, load_as="evil")
 
-    houlsby = tmp_path / "houlsby"
-    houlsby.mkdir()
-    meta = json.loads((tmp_path / "good" / "adapter_config.json").read_text())
-    meta["config"]["mh_adapter"] = True
-    (houlsby / "adapter_config.json").write_text(json.dumps(meta))
-    (houlsby / "adapter.safetensors").write_bytes((tmp_path / "good" / "adapter.safetensors").read_bytes())
-    with pytest.raises(ValueError, match="mh_adapter"):
-        model.load_adapter(houlsby, load_as="h")
+def _empty(tmp_path, good):
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
 
-    with pytest.raises(ValueError, match="unknown adapter 'xx'"):
-        model(*inputs(), adapters=mx.Stack("sw", "xx"))
-    with pytest.raises(ValueError, match="unknown head"):
-        model(*inputs(), adapters="sw", head="qa")
-    assert set(model.adapters) == before
+
+def _bad_json(tmp_path, good):
+    (tmp_path / "bad_json").mkdir()
+    (tmp_path / "bad_json" / "adapter_config.json").write_text("{not json")
+    return tmp_path / "bad_json"
+
+
+# (case, the folder to load, the error and what its message says)
+BAD_ADAPTERS = [
+    ("missing", lambda tmp, good: tmp / "missing", FileNotFoundError, "not found"),
+    ("empty folder", _empty, ValueError, "adapter_config.json is missing"),
+    ("config not JSON", _bad_json, ValueError, "not valid JSON"),
+    ("other hidden size", _other_hidden_size, ValueError, "hidden size 48"),
+    (
+        "pickle that runs code",
+        lambda tmp, good: _bad_dir(tmp, good, "evil", files={"pytorch_adapter.bin": pickle.dumps({"x": Evil()})}),
+        ValueError,
+        "not a file of plain tensors",
+    ),
+    ("Houlsby adapter", lambda tmp, good: _bad_dir(tmp, good, "h", {"mh_adapter": True}), ValueError, "mh_adapter"),
+]
+
+
+@pytest.mark.parametrize("case, make, error, message", BAD_ADAPTERS, ids=[c[0] for c in BAD_ADAPTERS])
+def test_bad_adapter_dir_is_refused_with_the_reason_and_changes_nothing(tmp_path, capsys, case, make, error, message):
+    model = madx_model("bert")
+    model.save_adapter(tmp_path / "good", "sw")
+    before = (dict(model.adapters), dict(model.heads))
+    with pytest.raises(error, match=message):
+        model.load_adapter(make(tmp_path, tmp_path / "good"), load_as="new")
+    assert (dict(model.adapters), dict(model.heads)) == before
+    assert "this must never run" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "stack, head, message",
+    [(mx.Stack("sw", "xx"), None, "unknown adapter 'xx'"), ("sw", "qa", "unknown head 'qa'")],
+    ids=["unknown adapter", "unknown head"],
+)
+def test_forward_with_unknown_names_says_which(stack, head, message):
+    with pytest.raises(ValueError, match=message):
+        madx_model("bert")(*inputs(), adapters=stack, head=head)
 
 
 def test_save_is_atomic_and_overwrites(tmp_path):
@@ -244,7 +258,7 @@ def test_save_is_atomic_and_overwrites(tmp_path):
 def test_threads_with_different_stacks_match_sequential():
     model = madx_model("xlmr")
     model.add_adapter("de", mx.AdapterConfig(reduction_factor=2, inv_adapter="nice"))
-    randomise(model.adapters["de"], seed=11)
+    spread(model.adapters["de"], seed=11)
     ids, mask = inputs()
     stacks = [mx.Stack("sw", "ner"), mx.Stack("de", "ner"), mx.Stack("ner"), None] * 4
     with torch.no_grad():
@@ -269,7 +283,8 @@ def test_set_trainable_freezes_all_but_named():
     model = madx_model("bert")
     counts = model.set_trainable(adapters=["ner"], heads=["ner"])
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(n.startswith(("adapters.ner.", "heads.ner.")) for n in trainable)
+    named = {n for n, _ in model.named_parameters() if n.startswith(("adapters.ner.", "heads.ner."))}
+    assert trainable == named and len(named) > 4
     budget = model.parameter_budget()
     assert counts["trainable"] == budget["adapters"]["ner"] + budget["heads"]["ner"]
     assert counts["total"] == budget["total"]

@@ -1,4 +1,7 @@
-"""Data loading, label alignment, QA windows and span mapping, metrics against hand-computed cases."""
+"""Data loading, label alignment, QA windows and span mapping, metrics against hand-computed cases.
+
+The tests marked integration read the shared data (real CoNLL, MasakhaNER, XQuAD) or the reference tokenizer.
+"""
 
 import pytest
 import torch
@@ -8,25 +11,33 @@ from madx_core import features as F
 from madx_core import metrics as M
 
 
-def test_read_conll_and_restrict(tmp_path, data_dir):
+def test_read_conll_and_restrict(tmp_path):
     f = tmp_path / "x.txt"
     f.write_text("-DOCSTART- O\n\nJohn B-PER\nlives O\nin O\nParis B-LOC\n\nMonday B-DATE\n")
     sents = D.read_conll(f)
     assert [s.tokens for s in sents] == [["John", "lives", "in", "Paris"], ["Monday"]]
+    assert [s.labels for s in sents] == [["B-PER", "O", "O", "B-LOC"], ["B-DATE"]]
     assert D.restrict_labels(sents, {"PER", "LOC"})[1].labels == ["O"]
     assert D.label_list(sents) == ["O", "B-DATE", "I-DATE", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+@pytest.mark.parametrize(
+    "content, message", [(b"John B-PER\nlonely\n", "line 2"), (b"\x00\x01\x02", "binary")], ids=["no label", "binary"]
+)
+def test_bad_conll_names_the_problem(tmp_path, content, message):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        D.read_conll(bad)
+
+
+@pytest.mark.integration
+def test_masakhaner_reads_with_all_its_labels(data_dir):
     swa = D.read_conll(data_dir / "ner" / "swa" / "test.txt")
     assert len(swa) > 500 and {"B-PER", "B-LOC", "B-ORG", "B-DATE"} <= {lab for s in swa for lab in s.labels}
-    bad = tmp_path / "bad.txt"
-    bad.write_text("John B-PER\nlonely\n")
-    with pytest.raises(ValueError, match="line 2"):
-        D.read_conll(bad)
-    binary = tmp_path / "bin.txt"
-    binary.write_bytes(b"\x00\x01\x02")
-    with pytest.raises(ValueError, match="binary"):
-        D.read_conll(binary)
 
 
+@pytest.mark.integration
 def test_first_subtoken_gets_the_label(reference_tokenizer):
     sent = D.NerSentence(["Kawann", "Short", "played", "in", "Charlotte"], ["B-PER", "I-PER", "O", "O", "B-LOC"])
     label2id = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3, "I-LOC": 4}
@@ -45,6 +56,7 @@ def test_first_subtoken_gets_the_label(reference_tokenizer):
     assert len(f["input_ids"]) > 7  # "Kawann" is split into several pieces
 
 
+@pytest.mark.integration
 def test_long_sentences_are_windowed_without_losing_words(reference_tokenizer, data_dir):
     sents = D.read_conll(data_dir / "ner" / "en" / "test.txt")
     label2id = {lab: i for i, lab in enumerate(D.label_list(sents))}
@@ -60,51 +72,58 @@ def test_long_sentences_are_windowed_without_losing_words(reference_tokenizer, d
     assert len(covered) == sum(len(s.tokens) for s in sents)
 
 
-def test_qa_windows_map_answers_back(reference_tokenizer, data_dir):
-    for lang in ("en", "ar", "zh"):
-        examples = D.read_squad(data_dir / "qa" / f"xquad.{lang}.json")
-        features = F.prepare_qa_features(reference_tokenizer, examples, max_length=128, stride=32)
-        assert len(features) > len(examples)  # long contexts overflow into several windows
-        exact = inside = 0
-        for f in features:
-            if f["start_positions"] == 0:
-                continue
-            ex = examples[f["example_index"]]
-            a = f["offset_mapping"][f["start_positions"]][0]
-            b = f["offset_mapping"][f["end_positions"]][1]
-            gold = ex.answers[0]["text"]
-            inside += gold in ex.context[a:b]
-            exact += ex.context[a:b] == gold
-            assert len(ex.context[a:b]) <= len(gold) + 12  # at most a piece of slack on each side
-        assert inside >= exact and exact / inside > 0.95, (lang, exact, inside)
+@pytest.mark.integration
+@pytest.mark.parametrize("lang", ["en", "ar", "zh"])
+def test_qa_windows_map_answers_back(reference_tokenizer, data_dir, lang):
+    examples = D.read_squad(data_dir / "qa" / f"xquad.{lang}.json")
+    features = F.prepare_qa_features(reference_tokenizer, examples, max_length=128, stride=32)
+    assert len(features) > len(examples)  # long contexts overflow into several windows
+    exact = inside = 0
+    for f in features:
+        if f["start_positions"] == 0:
+            continue
+        ex = examples[f["example_index"]]
+        a = f["offset_mapping"][f["start_positions"]][0]
+        b = f["offset_mapping"][f["end_positions"]][1]
+        gold = ex.answers[0]["text"]
+        inside += gold in ex.context[a:b]
+        exact += ex.context[a:b] == gold
+        assert len(ex.context[a:b]) <= len(gold) + 12  # at most a piece of slack on each side
+    assert inside > len(examples) / 2 and exact / inside > 0.95, (exact, inside)
 
 
+@pytest.mark.integration
 def test_decode_qa_picks_best_span_across_windows(reference_tokenizer):
     context = "Nairobi is the capital of Kenya. " * 20 + "Dodoma is the capital of Tanzania."
     ex = D.QAExample("q1", "t", context, "What is the capital of Tanzania?", [])
     features = F.prepare_qa_features(reference_tokenizer, [ex], max_length=64, stride=16, train=False)
     assert len(features) > 2
     target = context.index("Dodoma")
-    starts, ends = [], []
-    for f in features:
-        s, e = torch.zeros(len(f["input_ids"])), torch.zeros(len(f["input_ids"]))
+
+    def logits_at(f: dict, char: int | None, value: float = 10.0) -> torch.Tensor:
+        """`value` at the token of `f` that starts at character `char` of the context (None: the first question
+        token, which has no offset), zero elsewhere."""
+        out = torch.zeros(len(f["input_ids"]))
         for k, o in enumerate(f["offset_mapping"]):
-            if o is not None and o[0] == target:
-                s[k], e[k] = 10.0, 10.0
-        starts.append(s)
-        ends.append(e)
-    pred = F.decode_qa([ex], features, starts, ends)["q1"]
-    assert pred.text == "Dodoma" and pred.start == target
-    # all-equal logits on a context-free window never return a span outside the context
-    nothing = F.decode_qa(
-        [ex],
-        features[:1],
-        [torch.zeros(len(features[0]["input_ids"]))] * 1,
-        [torch.zeros(len(features[0]["input_ids"]))],
-    )["q1"]
-    assert nothing.text == "" or nothing.text in context
+            if (o is None and char is None and k > 0) or (o is not None and o[0] == char):
+                out[k] = value
+                break
+        return out
+
+    starts = [logits_at(f, target) for f in features]
+    pred = F.decode_qa([ex], features, starts, [s.clone() for s in starts])["q1"]
+    assert (pred.text, pred.start, pred.end) == ("Dodoma", target, target + len("Dodoma"))
+    # The question's tokens score highest, but they are not in the context: the best context span wins ...
+    first = features[0]
+    question = logits_at(first, None, 20.0) + logits_at(first, 0)
+    pred = F.decode_qa([ex], [first], [question], [question.clone()])["q1"]
+    assert (pred.text, pred.start) == ("Nairobi", 0)
+    # ... and when the only candidates are outside the context, there is no answer rather than a wrong one.
+    pred = F.decode_qa([ex], [first], [logits_at(first, None)], [logits_at(first, None)], n_best=1)["q1"]
+    assert (pred.text, pred.start, pred.end) == ("", -1, -1)
 
 
+@pytest.mark.integration
 def test_split_by_article_is_the_same_in_every_language(data_dir):
     en = D.read_squad(data_dir / "qa" / "xquad.en.json")
     zh = D.read_squad(data_dir / "qa" / "xquad.zh.json")
@@ -159,6 +178,7 @@ def test_squad_scores_by_hand():
     assert M.squad_scores({"3": "北京"}, zh, lang="zh")["f1"] == pytest.approx(100 * 2 * 1 * 0.5 / 1.5)
 
 
+@pytest.mark.integration
 def test_hub_tables_convert_like_files(data_dir, monkeypatch):
     """`hf:` datasets (WikiANN/MasakhaNER/XQuAD layouts) give the same examples as the files; offline fails at once."""
     from datasets import ClassLabel, Dataset, Features, Sequence, Value

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_word_tokenizer
+from helpers import madx, make_word_tokenizer, ner_sentences, save_tiny_backbone, sw_texts, tiny_model
 from safetensors.torch import load_file
-from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
 import madx_core as mx
 from madx_core import data as D
@@ -24,30 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "MADX_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
-def tiny_config(vocab_size: int, dropout: float) -> XLMRobertaConfig:
-    return XLMRobertaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        pad_token_id=1,
-        max_position_embeddings=200,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, data_dir):
-    """A tiny backbone directory without dropout (a process's dropout masks depend on the rows it holds), real text."""
+def setup(tmp_path_factory):
+    """A tiny backbone directory without dropout (a process's dropout masks depend on the rows it holds), and data."""
     d = tmp_path_factory.mktemp("dist")
-    sents = D.restrict_labels(D.read_conll(data_dir / "ner" / "en" / "train.txt")[:40], {"PER", "LOC", "ORG"})
-    texts = D.read_text(data_dir / "text" / "udhr" / "sw.txt")[:40]
+    sents, texts = ner_sentences(40), sw_texts(40)
     tokenizer = make_word_tokenizer([w for s in sents for w in s.tokens] + [w for t in texts for w in t.split()])
-    torch.manual_seed(0)
-    XLMRobertaForMaskedLM(tiny_config(len(tokenizer), 0.0)).save_pretrained(d / "tiny")
-    tokenizer.save_pretrained(d / "tiny")
+    save_tiny_backbone(d / "tiny", tokenizer, dropout=0.0)
     (d / "sw.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     D.write_conll(d / "en.txt", [s.tokens for s in sents], [s.labels for s in sents])
     return d, tokenizer, texts, sents
@@ -95,11 +77,6 @@ def test_two_processes_train_the_same_adapters_as_one(tmp_path, setup):
     assert_same_tensors(outs[1] / "ner", outs[2] / "ner", "adapter.safetensors")
     assert_same_tensors(outs[1] / "ner", outs[2] / "ner", "model_head.safetensors")
     assert mx.AdapterModel.from_pretrained(str(d / "tiny")).load_adapter(outs[2] / "sw") == "sw"  # it loads
-
-
-def tiny_model(tokenizer, dropout: float = 0.1) -> mx.AdapterModel:
-    torch.manual_seed(0)
-    return mx.AdapterModel.from_config(tiny_config(len(tokenizer), dropout), mlm_head=True)
 
 
 def adapter_state(model: mx.AdapterModel, name: str) -> dict[str, torch.Tensor]:
@@ -159,11 +136,7 @@ def test_a_killed_cli_run_resumes_from_its_checkpoint(tmp_path, setup, processes
     import psutil
 
     d, *_ = setup
-    dropout = tmp_path / "tiny-dropout"
-    tok = setup[1]
-    torch.manual_seed(0)
-    XLMRobertaForMaskedLM(tiny_config(len(tok), 0.1)).save_pretrained(dropout)
-    tok.save_pretrained(dropout)
+    dropout = save_tiny_backbone(tmp_path / "tiny-dropout", setup[1], dropout=0.1)
     args = ["train-lang", "--backbone", str(dropout), "--lang", "sw", "--text", str(d / "sw.txt")]
     args += ["--steps", "300", "--batch-size", "4", "--max-length", "32", "--seed", "1", "--lr", "1e-3"]
     run_cli([*args, "--out", str(tmp_path / "whole")], processes)
@@ -186,29 +159,30 @@ def test_a_killed_cli_run_resumes_from_its_checkpoint(tmp_path, setup, processes
     assert_same_tensors(tmp_path / "whole", out, "adapter.safetensors")
 
 
-def test_bad_scale_out_options_are_one_line_errors(tmp_path, setup):
-    d, *_ = setup
-    base = [sys.executable, "-m", "madx_core", "train-lang", "--lang", "sw", "--text", str(d / "sw.txt")]
-    for extra, message in [
+@pytest.mark.parametrize(
+    "extra, message",
+    [
         (["--grad-accum", "8", "--batch-size", "4"], "error: --grad-accum 8 is larger than --batch-size 4"),
         (["--grad-accum", "0"], "error: --grad-accum must be between 1 and 4,096, not 0"),
         (["--checkpoint-every", "0"], "error: --checkpoint-every must be between 1 and 10,000,000, not 0"),
-    ]:
-        run = subprocess.run(
-            [*base, "--out", str(tmp_path / "o"), *extra], cwd=REPO, env=ENV, capture_output=True, text=True
-        )
-        assert run.returncode == 2 and run.stderr.strip().splitlines() == [message], run.stderr
+    ],
+    ids=["grad-accum above batch", "grad-accum 0", "checkpoint-every 0"],
+)
+def test_bad_scale_out_options_are_one_line_errors(tmp_path, setup, extra, message):
+    d, *_ = setup
+    args = ["train-lang", "--lang", "sw", "--text", str(d / "sw.txt"), "--out", str(tmp_path / "o"), *extra]
+    run = madx(args, ok=False)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [message], run.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_transfer_under_several_processes_is_refused(tmp_path):
     config = tmp_path / "t.json"
     config.write_text("{}")
-    run = subprocess.run(
-        [sys.executable, "-m", "madx_core", "transfer", "--config", str(config), "--out", str(tmp_path / "t")],
-        cwd=REPO,
-        env={**ENV, "WORLD_SIZE": "2"},  # as under accelerate launch: validation refuses before any process group
-        capture_output=True,
-        text=True,
-    )
+    # WORLD_SIZE as under accelerate launch: validation refuses before any process group
+    run = madx(["transfer", "--config", str(config), "--out", str(tmp_path / "t")], ok=False, env={"WORLD_SIZE": "2"})
     assert run.returncode == 2 and run.stderr.strip().startswith("error: transfer runs in one process")
-    assert not (tmp_path / "o").exists() and not (tmp_path / "t").exists()
+    assert not (tmp_path / "t").exists()
 
 
 def test_the_paper_config_estimate_follows_from_the_measurement():

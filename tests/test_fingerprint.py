@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_word_tokenizer
+from helpers import make_word_tokenizer
 from transformers import BertConfig, XLMRobertaConfig
 
 import madx_core as mx

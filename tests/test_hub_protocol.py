@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_word_tokenizer
+from helpers import make_word_tokenizer, save_tiny_backbone, spread
 from hub_server import HubServer
 from safetensors.torch import load_file
-from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
 import madx_core as mx
 
@@ -29,28 +28,10 @@ XLMR_HUB_ID = "FacebookAI/xlm-roberta-base"  # the catalog's xlm-roberta-base; a
 SW_ADAPTER = "AdapterHub/xlm-roberta-base-sw-wiki_pfeiffer"  # the name AdapterHub's Swahili adapter has on the Hub
 
 
-def _spread(module: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-
-
-def _backbone(folder: Path) -> Path:
-    torch.manual_seed(0)
-    tokenizer = make_word_tokenizer(WORDS)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
-    )
-    XLMRobertaForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _adapterhub_repo(model: mx.AdapterModel, folder: Path) -> Path:
     """A language adapter as AdapterHub's Hub repositories hold them: pytorch_adapter.bin, no fingerprint."""
     model.add_adapter("sw", mx.AdapterConfig(reduction_factor=2, inv_adapter="nice"))
-    _spread(model.adapters["sw"], seed=1)
+    spread(model.adapters["sw"], seed=1)
     model.save_adapter(folder, "sw", with_head=False)
     meta = json.loads((folder / "adapter_config.json").read_text())
     meta.pop("backbone_fingerprint")
@@ -99,13 +80,13 @@ def hub(tmp_path_factory):
     """The stand-in Hub, serving the tiny backbone (as XLM-R base, as a plain id and as the Hub's e5-small), the
     AdapterHub-style Swahili adapter and the datasets; plus a local NER task adapter trained for that backbone."""
     root = tmp_path_factory.mktemp("hub")
-    backbone = _backbone(root / "tiny-xlmr")
+    backbone = save_tiny_backbone(root / "tiny-xlmr", make_word_tokenizer(WORDS))
     model = mx.AdapterModel.from_pretrained(str(backbone))
     adapter = _adapterhub_repo(model, root / "sw")
     model.add_adapter("ner", mx.AdapterConfig(reduction_factor=4))
     model.add_tagging_head("ner", LABELS)
-    _spread(model.adapters["ner"], seed=2)
-    _spread(model.heads["ner"], seed=3)
+    spread(model.adapters["ner"], seed=2)
+    spread(model.heads["ner"], seed=3)
     model.save_adapter(root / "ner", "ner")
     with HubServer() as server:
         for repo_id in (XLMR_HUB_ID, "tiny-org/tiny-xlmr", "intfloat/multilingual-e5-small"):

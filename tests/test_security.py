@@ -19,93 +19,44 @@ import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
+import torch
+from gradio_client import Client, handle_file
+from helpers import REPO, SHIPPED, app_error, json_edit, serve_app, zip_adapter
+from safetensors.torch import load_file, save_file
 
-os.environ.setdefault("MADX_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-
-import httpx  # noqa: E402
-import torch  # noqa: E402
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-
-import madx_core as mx  # noqa: E402
+import madx_core as mx
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parent.parent
+EN, NER = SHIPPED / "lang" / "en", SHIPPED / "task" / "ner"
 TEXT = "Amina Yusuf joined the World Health Organization in Geneva after ten years at a hospital in Kano."
 CONLL = "Amina B-PER\nlives O\nin O\nKano B-LOC\n. O\n"
-# The AdapterHub files: all that an uploaded folder may keep (besides the app's own note) and a download may hold.
-ADAPTERHUB_FILES = {
-    "adapter_config.json",
-    "adapter.safetensors",
+# The AdapterHub files: all that an uploaded folder may keep (besides the app's own note) and a download may hold:
+# the two configs, and the adapter's and the head's weights in either format.
+CONFIGS = {"adapter_config.json", "head_config.json"}
+WEIGHTS = {f"{stem}.safetensors" for stem in ("adapter", "model_head")} | {
     "pytorch_adapter.bin",
-    "head_config.json",
-    "model_head.safetensors",
     "pytorch_model_head.bin",
 }
+ADAPTERHUB_FILES = CONFIGS | WEIGHTS
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """(demo, client, tmp): the app on a free port with its own assets and work directory."""
-    from test_app import _free_port, make_assets
-
-    from app import build_app, launch_kwargs
-    from app.state import create_state
-
-    torch.set_num_threads(2)
     tmp = tmp_path_factory.mktemp("secure")
-    assets, work = tmp / "assets", tmp / "work"
-    assets.mkdir()
-    state = create_state(assets, work)
-    make_assets(state.registry.model()[0], assets)
-    state.registry.scan_shipped()
-    state.registry.upload_quota = (1000, 3600, 1000, 2**40)  # the quota test sets its own
-    demo = build_app(state)
-    demo.queue().launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True, **launch_kwargs(state))
+    demo = serve_app(tmp)
+    demo.state.registry.upload_quota = (1000, 3600, 1000, 2**40)  # the quota test sets its own
     client = Client(demo.local_url, verbose=False, analytics_enabled=False, download_files=str(tmp / "downloads"))
     yield demo, client, tmp
-    state.lanes.stop()
+    demo.state.lanes.stop()
     demo.close()
-
-
-def _error(fn, *args, **kwargs) -> str:
-    with pytest.raises(AppError) as e:
-        fn(*args, **kwargs)
-    return str(e.value)
-
-
-def _zip(demo, out: Path, src: str = "en", folder: str = "en", edit=None, extra: dict | None = None) -> Path:
-    """A zip of a registered adapter's files; `edit(file_name, bytes) -> bytes | None` changes or drops a file."""
-    with zipfile.ZipFile(out, "w") as zf:
-        for f in sorted(demo.state.registry.entries[src].path.iterdir()):
-            if f.name.startswith("."):
-                continue
-            data = f.read_bytes() if edit is None else edit(f.name, f.read_bytes())
-            if data is not None:
-                zf.writestr(f"{folder}/{f.name}", data)
-        for name, data in (extra or {}).items():
-            zf.writestr(f"{folder}/{name}", data)
-    return out
 
 
 def _uploaded_name(message: str) -> str:
     return re.search(r"\*\*(.+?)\*\*", message).group(1)
-
-
-def _json_edit(file_name: str, change):
-    """An `edit` for _zip that changes one JSON file of the adapter."""
-
-    def edit(name: str, data: bytes) -> bytes:
-        if name != file_name:
-            return data
-        return json.dumps(change(json.loads(data))).encode()
-
-    return edit
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -116,7 +67,7 @@ def test_uploaded_files_are_never_served_and_errors_hide_paths(app):
     demo, client, tmp = app
     reg = demo.state.registry
     page = b"<html><script>fetch('/steal?c='+document.cookie)</script></html>"
-    zipped = _zip(demo, tmp / "notes.zip", extra={"notes.html": page, "README.md": b"# hi"})
+    zipped = zip_adapter(EN, tmp / "notes.zip", "en", extra={"notes.html": page, "README.md": b"# hi"})
     name = _uploaded_name(client.predict(handle_file(str(zipped)), api_name="/upload_adapter"))
     kept = reg.work / "uploads" / name
     assert {f.name for f in kept.iterdir()} <= ADAPTERHUB_FILES | {".app.json"}
@@ -134,8 +85,8 @@ def test_uploaded_files_are_never_served_and_errors_hide_paths(app):
             assert http.get(f"gradio_api/file={kept / f}").status_code in (403, 404)
 
     # An error raised deep in the loader does not show where the app lives.
-    no_head_weights = _zip(demo, tmp / "nohead.zip", src="ner", folder="nohead", edit=_skip("model_head.safetensors"))
-    message = _error(client.predict, handle_file(str(no_head_weights)), api_name="/upload_adapter")
+    no_head_weights = zip_adapter(NER, tmp / "nohead.zip", "nohead", edit=_skip("model_head.safetensors"))
+    message = app_error(client.predict, handle_file(str(no_head_weights)), api_name="/upload_adapter")
     assert "model_head.safetensors" in message
     for secret in (str(tmp), str(reg.work), str(REPO)):
         assert secret not in message
@@ -166,7 +117,7 @@ def test_upload_cannot_replace_a_shared_head(app):
             meta["config"]["label2id"] = {f"B-{i}{label}": i for i, label in enumerate(labels)}
             return json.dumps({**meta, "name": "ner"}).encode()
         if name == "model_head.safetensors":  # every token gets label 1 with certainty
-            state = load_file(str(demo.state.registry.entries["ner"].path / name))
+            state = load_file(str(NER / name))
             bias = next(k for k in state if k.endswith("bias") and state[k].numel() == 7)
             state[bias] = torch.tensor([-1e4, 1e4, -1e4, -1e4, -1e4, -1e4, -1e4], dtype=state[bias].dtype)
             out = tmp / "hijack_head.safetensors"
@@ -174,7 +125,7 @@ def test_upload_cannot_replace_a_shared_head(app):
             return out.read_bytes()
         return data
 
-    zipped = _zip(demo, tmp / "hijack.zip", src="ner", folder="hijack", edit=hijack)
+    zipped = zip_adapter(NER, tmp / "hijack.zip", "hijack", edit=hijack)
     name = _uploaded_name(client.predict(handle_file(str(zipped)), api_name="/upload_adapter"))
     assert name != "ner"
     assert model.heads["ner"] is shared_head
@@ -288,9 +239,9 @@ def test_config_claiming_huge_modules_is_refused_before_allocation():
 
 def test_upload_with_a_huge_config_is_refused_quickly(app):
     demo, client, tmp = app
-    huge = _json_edit("head_config.json", lambda m: {**m, "config": {**m["config"], "num_labels": 1_500_000}})
-    message = _error(
-        client.predict, handle_file(str(_zip(demo, tmp / "huge.zip", "ner", "huge", huge))), api_name="/upload_adapter"
+    huge = json_edit("head_config.json", lambda m: {**m, "config": {**m["config"], "num_labels": 1_500_000}})
+    message = app_error(
+        client.predict, handle_file(str(zip_adapter(NER, tmp / "huge.zip", "huge", huge))), api_name="/upload_adapter"
     )
     assert "num_labels" in message
 
@@ -299,24 +250,31 @@ def test_upload_with_a_huge_config_is_refused_quickly(app):
 # 4. Server paths as backbone: only the app's own backbones
 
 
-def test_backbone_must_be_one_of_the_apps_own(app):
+@pytest.mark.parametrize("where", ["assets", "/tmp", "work", "../../etc"])
+def test_backbone_must_be_one_of_the_apps_own(app, monkeypatch, where):
     demo, client, tmp = app
     reg = demo.state.registry
+    path = {"assets": str(REPO / "assets"), "work": str(reg.work)}.get(where, where)
     data = tmp / "train.conll"
     data.write_text(CONLL, encoding="utf-8")
-    models_before = set(reg._models)
+    loaded = []  # every backbone the app loads while the requests below run, for serving or for training
+    original = mx.AdapterModel.from_pretrained.__func__
+
+    def recording(cls, name, *args, **kwargs):
+        loaded.append(name)
+        return original(cls, name, *args, **kwargs)
+
+    monkeypatch.setattr(mx.AdapterModel, "from_pretrained", classmethod(recording))
     trained = reg.work / "trained"
     folders_before = set(trained.iterdir()) if trained.is_dir() else set()
-    for path in (str(REPO / "assets"), "/tmp", str(reg.work), "../../etc"):
-        message = _error(
-            client.predict, handle_file(str(data)), "ner", "x", "none", 1, 5e-4, path, api_name="/train_task_adapter"
-        )
-        assert "unknown backbone" in message and path not in message
-        assert "unknown backbone" in _error(client.predict, TEXT, path, api_name="/ner")
-        zipped = _zip(demo, tmp / "bb.zip")
-        assert "unknown backbone" in _error(client.predict, handle_file(str(zipped)), path, api_name="/upload_adapter")
-    assert set(reg._models) == models_before
-    assert set(demo.state.training_models) <= set(reg.backbone_choices())
+    message = app_error(
+        client.predict, handle_file(str(data)), "ner", "x", "none", 1, 5e-4, path, api_name="/train_task_adapter"
+    )
+    assert "unknown backbone" in message and path not in message
+    assert "unknown backbone" in app_error(client.predict, TEXT, path, api_name="/ner")
+    zipped = zip_adapter(EN, tmp / "bb.zip", "en")
+    assert "unknown backbone" in app_error(client.predict, handle_file(str(zipped)), path, api_name="/upload_adapter")
+    assert loaded == []
     assert (set(trained.iterdir()) if trained.is_dir() else set()) == folders_before
 
 
@@ -334,14 +292,14 @@ def test_upload_quota_and_cache_clean_up(app):
     try:
         used = reg.uploads_by("127.0.0.1")
         reg.upload_quota = (used + 2, 3600, 1000, 2**40)
-        zips = [_zip(demo, tmp / f"quota{i}.zip", folder=f"quota{i}") for i in range(3)]
+        zips = [zip_adapter(EN, tmp / f"quota{i}.zip", f"quota{i}") for i in range(3)]
         for z in zips[:2]:
             client.predict(handle_file(str(z)), api_name="/upload_adapter")
-        assert "upload limit" in _error(client.predict, handle_file(str(zips[2])), api_name="/upload_adapter")
+        assert "upload limit" in app_error(client.predict, handle_file(str(zips[2])), api_name="/upload_adapter")
 
         uploaded = sum(e.origin == "uploaded" for e in reg.entries.values())
         reg.upload_quota = (1000, 3600, uploaded, 2**40)
-        assert "maximum" in _error(client.predict, handle_file(str(zips[2])), api_name="/upload_adapter")
+        assert "maximum" in app_error(client.predict, handle_file(str(zips[2])), api_name="/upload_adapter")
     finally:
         reg.upload_quota = saved
 
@@ -357,11 +315,9 @@ def test_upload_quota_and_cache_clean_up(app):
 
 def test_restart_registers_trained_and_uploaded_adapters_again(app):
     demo, client, tmp = app
-    from app.registry import Registry
-
     reg = demo.state.registry
     name = _uploaded_name(
-        client.predict(handle_file(str(_zip(demo, tmp / "keep.zip", "ner", "keepme"))), api_name="/upload_adapter")
+        client.predict(handle_file(str(zip_adapter(NER, tmp / "keep.zip", "keepme"))), api_name="/upload_adapter")
     )
     # What a training job does at its end: write the adapter, then register it.
     model, _ = reg.model()
@@ -374,7 +330,7 @@ def test_restart_registers_trained_and_uploaded_adapters_again(app):
     (reg.work / "uploads" / "junk" / "README.md").write_text("not an adapter")
     (reg.work / "uploads" / ".upload.cutoff").mkdir()
 
-    restarted = Registry(reg.assets, reg.work)
+    restarted = type(reg)(reg.assets, reg.work)  # what the app builds on a start over the same folders
     up, tr = restarted.entries[name], restarted.entries["fresh"]
     assert (up.origin, up.kind, up.task, up.backbone) == ("uploaded", "task", "ner", reg.default_backbone)
     assert (tr.origin, tr.kind) == ("trained here", "language")
@@ -390,14 +346,12 @@ def test_restart_registers_trained_and_uploaded_adapters_again(app):
 
 def test_evaluations_stay_with_their_visitor_and_csv_is_inert(app):
     demo, client, tmp = app
-    from app.results import Results
-
     one = tmp / "one.conll"
     one.write_text(CONLL, encoding="utf-8")
     args = ("none", "ner", "", handle_file(str(one)))
     backbone = demo.state.registry.default_backbone
     for bad in ('=HYPERLINK("http://evil.example","x")', "x" * 100_000):
-        message = _error(client.predict, *args, bad, backbone, 10, api_name="/evaluate")
+        message = app_error(client.predict, *args, bad, backbone, 10, api_name="/evaluate")
         assert "language code" in message and len(message) < 200
     rows, *_, table, csv_file = client.predict(*args, "sw", backbone, 10, api_name="/evaluate")
     assert rows[0]["system"] == "app: ner (1 examples)"
@@ -408,7 +362,7 @@ def test_evaluations_stay_with_their_visitor_and_csv_is_inert(app):
     assert not any(str(r[0]).startswith("app:") for r in other_table["data"])
     assert "app:" not in Path(other_csv).read_text(encoding="utf-8")
 
-    results = Results(tmp / "no-assets", tmp / "results-work")
+    results = demo.state.results  # the formulas cannot come through the API: write them as the app writes rows
     row = {"system": '=HYPERLINK("http://evil.example")', "source": "@x", "target": "+1", "task": "-2"}
     results.add([{**row, "metric": "f1", "value": 1.0}], "visitor")
     text = results.csv("visitor").read_text(encoding="utf-8")
@@ -424,7 +378,8 @@ def test_evaluations_stay_with_their_visitor_and_csv_is_inert(app):
 def test_simultaneous_uploads_of_one_name_all_survive(app):
     demo, client, tmp = app
     reg = demo.state.registry
-    zips = [_zip(demo, tmp / f"race{i}.zip", folder="race") for i in range(4)]
+    zips = [zip_adapter(EN, tmp / f"race{i}.zip", "race") for i in range(4)]
+    _, shipped = client.predict(TEXT, "", "en", api_name="/ner")
     with cf.ThreadPoolExecutor(4) as pool:
         messages = list(pool.map(lambda z: client.predict(handle_file(str(z)), api_name="/upload_adapter"), zips))
     names = [_uploaded_name(m) for m in messages]
@@ -432,7 +387,7 @@ def test_simultaneous_uploads_of_one_name_all_survive(app):
     for name in names:
         assert (reg.work / "uploads" / name / "adapter_config.json").is_file()
         _, entities = client.predict(TEXT, "", name, api_name="/ner")
-        assert isinstance(entities, list)
+        assert entities == shipped  # each one is the English adapter it was zipped from
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -442,9 +397,8 @@ def test_simultaneous_uploads_of_one_name_all_survive(app):
 
 def test_short_request_is_answered_while_long_texts_run(app):
     demo, client, tmp = app
-    from app.limits import MAX_TEXT_CHARS
-
-    long_text = (TEXT + "\n") * ((MAX_TEXT_CHARS - 1000) // (len(TEXT) + 1))
+    max_text_chars = 200_000  # the documented cap on a NER text (README, Security)
+    long_text = (TEXT + "\n") * ((max_text_chars - 1000) // (len(TEXT) + 1))
     longs = [Client(demo.local_url, verbose=False, analytics_enabled=False) for _ in range(4)]
     jobs = [c.submit(long_text, api_name="/ner") for c in longs]
     deadline = time.monotonic() + 60
@@ -459,4 +413,4 @@ def test_short_request_is_answered_while_long_texts_run(app):
     assert entities and waited < 10, f"the one-sentence request waited {waited:.1f} s"
     assert not any(job.done() for job in jobs)  # the long texts were still running
     # A fifth long text is told to come back, rather than taking a worker that short requests need.
-    assert "busy with other long texts" in _error(client.predict, long_text, api_name="/ner")
+    assert "busy with other long texts" in app_error(client.predict, long_text, api_name="/ner")

@@ -9,6 +9,8 @@ from transformers import AutoTokenizer
 
 from madx_core.backbones import resolve_backbone
 
+pytestmark = pytest.mark.integration  # the real backbone's tokenizer, compared with the reference one on real text
+
 
 @pytest.fixture(scope="module")
 def e5_tokenizer():

@@ -1,59 +1,61 @@
-"""The transfer matrix end to end on a tiny local backbone and real data: every system, two seeds, results files."""
+"""The transfer matrix end to end on a tiny local backbone and generated data: every system, two seeds, results."""
 
 import csv
 import json
+from pathlib import Path
 
-import torch
-from conftest import make_word_tokenizer
-from transformers import BertConfig, BertForMaskedLM
+import pytest
+from helpers import make_word_tokenizer, ner_sentences, save_tiny_backbone, sw_texts
 
 from madx_core import data as D
 from madx_core.transfer import run_transfer
 
 
-def tiny_backbone(path, tok):
-    """A 2-layer random BERT with an MLM head and `tok`, saved as a local checkpoint directory."""
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        pad_token_id=1,
-    )
-    BertForMaskedLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+def write_data(folder: Path, **files: list) -> None:
+    """CoNLL files of NER sentences, or text files of lines, by file name; and a tiny BERT over all their words."""
+    words = []
+    for name, items in files.items():
+        if isinstance(items[0], str):
+            (folder / name).write_text("\n".join(items), encoding="utf-8")
+            words += " ".join(items).split()
+        else:
+            D.write_conll(folder / name, [s.tokens for s in items], [s.labels for s in items])
+            words += [w for s in items for w in s.tokens]
+    save_tiny_backbone(folder / "tiny", make_word_tokenizer(words), kind="bert")
 
 
-def test_transfer_matrix_writes_results(tmp_path, data_dir):
-    en = D.read_conll(data_dir / "ner" / "en" / "train.txt")[:40]
-    sw = D.read_conll(data_dir / "ner" / "swa" / "test.txt")[:15]
-    texts = D.read_text(data_dir / "text" / "udhr" / "sw.txt")[:20]
-    for name, sents in (("en.txt", en), ("sw.txt", sw)):
-        D.write_conll(tmp_path / name, [s.tokens for s in sents], [s.labels for s in sents])
-    (tmp_path / "sw_text.txt").write_text("\n".join(texts), encoding="utf-8")
-    tok = make_word_tokenizer([w for s in en + sw for w in s.tokens] + " ".join(texts).split())
-    backbone = tiny_backbone(tmp_path / "tiny", tok)
-
-    cfg = {
-        "backbone": str(backbone),
-        "systems": ["baseline", "mlm-trg", "madx-lad", "madx-inv", "madx"],
+def ner_config(folder: Path, systems: list[str], targets: dict[str, str], text: str = "sw.txt", **task) -> dict:
+    """A transfer config: NER from English (en.txt) on the tiny backbone, two seeds, 2-step language adapters
+    (trained on en.txt and on `text`); `targets` maps target languages to file names in `folder`."""
+    return {
+        "backbone": str(folder / "tiny"),
+        "systems": systems,
         "seeds": [1, 2],
-        "texts": {"en": [str(tmp_path / "en.txt")], "sw": [str(tmp_path / "sw_text.txt")]},
+        "texts": {"en": [str(folder / "en.txt")], "sw": [str(folder / text)]},
         "lang_adapter": {"steps": 2, "batch_size": 4},
         "tasks": {
             "ner": {
                 "source": "en",
-                "train": str(tmp_path / "en.txt"),
-                "targets": {"sw": str(tmp_path / "sw.txt")},
-                "steps": 3,
+                "train": str(folder / "en.txt"),
+                "targets": {lang: str(folder / name) for lang, name in targets.items()},
                 "batch_size": 8,
+                **task,
             }
         },
     }
+
+
+def test_transfer_matrix_writes_results(tmp_path):
+    write_data(
+        tmp_path, **{"en.txt": ner_sentences(40), "sw.txt": ner_sentences(15, seed=1), "sw_text.txt": sw_texts(20)}
+    )
+    cfg = ner_config(
+        tmp_path,
+        ["baseline", "mlm-trg", "madx-lad", "madx-inv", "madx"],
+        {"sw": "sw.txt"},
+        text="sw_text.txt",
+        steps=3,
+    )
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     out = tmp_path / "out"
     summary = run_transfer(tmp_path / "cfg.json", out)
@@ -65,7 +67,10 @@ def test_transfer_matrix_writes_results(tmp_path, data_dir):
     assert by[("madx-src", 1)]["train_seconds"] == by[("madx", 1)]["train_seconds"]  # same adapter, no training
     assert all(0 <= r["value"] <= 1 and r["target"] == "sw" and r["examples"] == 15 for r in results["rows"])
     means = {(s["system"], s["metric"]): s for s in results["summary"]}
+    seeds = [by[("madx", seed)]["value"] for seed in (1, 2)]
     assert means[("madx", "f1")]["n"] == 2
+    # the spread over seeds is the sample standard deviation (n - 1), the one definition the app shows too
+    assert means[("madx", "f1")]["std"] == pytest.approx(abs(seeds[0] - seeds[1]) / 2**0.5, abs=1e-4)
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["system", "source", "target", "task", "metric", "value", "seed"] and len(rows) == 12
@@ -85,35 +90,19 @@ def test_transfer_matrix_writes_results(tmp_path, data_dir):
     assert {(r["system"], r["seed"]) for r in again[10:]} == {("madx", 2), ("madx-src", 2)}
 
 
-def test_transfer_sources_matrix_and_growing_a_run(tmp_path, data_dir):
+def test_transfer_sources_matrix_and_growing_a_run(tmp_path):
     """Extra source languages fill a source x target matrix; a costly system can run fewer seeds; asking for more
     seeds later adds only their rows and keeps every finished one."""
-    en = D.read_conll(data_dir / "ner" / "en" / "train.txt")[:30]
-    sw = D.read_conll(data_dir / "ner" / "swa" / "train.txt")[:30]
-    for name, sents in (("en.txt", en), ("sw.txt", sw)):
-        D.write_conll(tmp_path / name, [s.tokens for s in sents], [s.labels for s in sents])
-    tok = make_word_tokenizer([w for s in en + sw for w in s.tokens])
-    tiny_backbone(tmp_path / "tiny", tok)
-    cfg = {
-        "backbone": str(tmp_path / "tiny"),
-        "systems": ["madx", "baseline"],
-        "seeds": [1, 2],
-        "texts": {"en": [str(tmp_path / "en.txt")], "sw": [str(tmp_path / "sw.txt")]},
-        "lang_adapter": {"steps": 2, "batch_size": 4},
-        "tasks": {
-            "ner": {
-                "source": "en",
-                "train": str(tmp_path / "en.txt"),
-                "targets": {"en": str(tmp_path / "en.txt"), "sw": str(tmp_path / "sw.txt")},
-                "steps": 2,
-                "batch_size": 8,
-                "system_seeds": {"baseline": [1]},
-                "sources": {"sw": str(tmp_path / "sw.txt")},
-                "source_systems": ["madx"],
-                "source_seeds": [1],
-            }
-        },
-    }
+    write_data(tmp_path, **{"en.txt": ner_sentences(30), "sw.txt": ner_sentences(30, seed=1)})
+    extra = {"system_seeds": {"baseline": [1]}, "source_systems": ["madx"], "source_seeds": [1]}
+    cfg = ner_config(
+        tmp_path,
+        ["madx", "baseline"],
+        {"en": "en.txt", "sw": "sw.txt"},
+        steps=2,
+        sources={"sw": str(tmp_path / "sw.txt")},
+        **extra,
+    )
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     out = tmp_path / "out"
     run_transfer(tmp_path / "cfg.json", out)
