@@ -7,6 +7,7 @@ import html
 from madx_core.adapters import Stack
 from madx_core.backbones import hub_reachable
 from madx_core.model import AdapterModel
+from madx_core.tasks import TASKS
 
 from .inference import check_available, task_for
 from .state import AppState
@@ -102,7 +103,7 @@ def stack_html(state: AppState, backbone: str, lang: str, task_adapter: str) -> 
     arrow = "<div style='text-align:center;line-height:1;opacity:0.6'>▲</div>"
     lang_adapter = model.adapters[lang_name] if lang_name else None
     inv = lang_adapter.invertible if lang_adapter is not None else None
-    head_kind = "NER tagging" if entry and entry.task == "ner" else "QA answer start/end"
+    head_kind = TASKS[entry.task if entry and entry.task in TASKS else "qa"].head_title
     lad = bool(task_name) and lang_name is None and task_name.endswith("_lad")
     trained = (
         "trained with no language adapter (MAD-X –LAD)"

@@ -23,6 +23,7 @@ class Task:
     name: str  # the key in TASKS and in result rows: "ner", "qa"
     title: str  # for people: "NER", "QA"
     data_help: str  # the file format it reads, for error messages
+    head_title: str  # what its prediction head outputs, for people
     metrics: dict[str, str]  # result-row metric -> its name in charts and sentences; "f1" first (the headline score)
     scale: float  # results.json keeps this task's scores on 0-1 (100) or already on 0-100 (1)
     min_max_length: int = 0  # the shortest window that still fits the task's input (QA: question + context)
@@ -77,6 +78,7 @@ class Task:
 
 class NerTask(Task):
     name, title, data_help = "ner", "NER", "CoNLL (token label per line)"
+    head_title = "NER tagging"
     metrics = {"f1": "entity F1"}
     scale = 100.0  # seqeval's F1 is a fraction
     shipped_data = "CoNLL-2003 English train"
@@ -121,6 +123,7 @@ class NerTask(Task):
 
 class QATask(Task):
     name, title, data_help = "qa", "QA", "SQuAD 1.1 JSON"
+    head_title = "QA answer start/end"
     metrics = {"f1": "F1", "em": "EM"}  # EM: exact match
     scale = 1.0  # SQuAD scores are in percent already
     min_max_length = 384  # a question and a useful piece of context need the long window
