@@ -49,15 +49,19 @@ def table(results: dict) -> str:
 
 
 def matrix(summary: list[dict]) -> list[str]:
-    """NER F1 for every source x target pair (seed 1 task adapters), when more than one source was trained."""
+    """NER F1 for every source x target pair, for each system trained on more than one source (the mean over the
+    seeds each source ran)."""
     rows = [r for r in summary if r["task"] == "ner" and r["metric"] == "f1"]
     sources = sorted({r["source"] for r in rows}, key=lambda s: (s != "en", s))
     if len(sources) < 2:
         return []
     targets = sorted({r["target"] for r in rows}, key=lambda t: (t != "en", t))
     lines = []
-    for system in ("madx", "madx-lad"):
-        lines += [f"**NER F1, source (rows) x target (columns): {SYSTEM_NAMES[system]}**\n"]
+    for system in ("madx", "madx-src", "madx-lad"):
+        if len({r["source"] for r in rows if r["system"] == system}) < 2:
+            continue
+        seeds = ", ".join(f"{src} {max(r['n'] for r in rows if r['source'] == src)}" for src in sources)
+        lines += [f"**NER F1, source (rows) x target (columns): {SYSTEM_NAMES[system]}** (seeds: {seeds})\n"]
         lines += ["| source | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
         for src in sources:
             cells = []
