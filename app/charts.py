@@ -47,11 +47,20 @@ def metric_choices(task: str) -> list[tuple[str, str]]:
     return [(METRIC_LABELS.get(m, name), m) for m, name in get_task(task).metrics.items()]
 
 
+def main_source(summary: list[dict]) -> str:
+    """The source language the bars are about: English when it is there (the source x target matrix has the rest)."""
+    sources = {s["source"] for s in summary}
+    return "en" if "en" in sources or not sources else sorted(sources)[0]
+
+
 def bars_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Figure:
-    """Grouped bars per target language: one bar per system; error bars (sample std) only where there are seeds."""
+    """Grouped bars per target language from the main source: one bar per system; error bars (sample std) only
+    where there are seeds."""
     fig = go.Figure()
     if not summary:
         return _empty(fig, "no results for this task and metric yet")
+    source = main_source(summary)
+    summary = [s for s in summary if s["source"] == source]
     targets = sorted({s["target"] for s in summary})
     for system in order({s["system"] for s in summary}):
         by_target = {s["target"]: s for s in summary if s["system"] == system}
@@ -77,7 +86,7 @@ def bars_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Figur
         )
     fig.update_layout(
         barmode="group",
-        title=f"zero-shot transfer per target language<br>({_metric_name(task, metric)})",
+        title=f"zero-shot transfer from {source} per target language<br>({_metric_name(task, metric)})",
         xaxis_title="target language",
         yaxis=dict(title=_metric_name(task, metric), range=[0, 100]),
         height=400,
@@ -126,6 +135,8 @@ def params_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Fig
     """Mean score over target languages against trainable parameters, one point per system (named in the legend)."""
     fig = go.Figure()
     points = []
+    source = main_source(summary)
+    summary = [s for s in summary if s["source"] == source]
     for system in order({s["system"] for s in summary}):
         rows = [
             s for s in summary if s["system"] == system and s["trainable_parameters"] and s["target"] != s["source"]
@@ -148,7 +159,7 @@ def params_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Fig
             )
         )
     fig.update_layout(
-        title=f"mean zero-shot {metric.upper()} vs<br>trainable parameters",
+        title=f"mean zero-shot {metric.upper()} from {source} vs<br>trainable parameters",
         xaxis=dict(title="trainable parameters (log scale)", type="log", tickformat="~s", nticks=4),
         yaxis_title=_metric_name(task, metric),
         showlegend=True,

@@ -496,7 +496,7 @@ def test_scores_charts_speak_one_scale_and_say_what_they_show(served):
     # One bar per system and target: results.json's mean, and its sample std over the seeds as the error bar.
     assert sorted(t["name"] for t in fig["data"]) == sorted(label for label, _ in choices)
     key = dict(choices)
-    seeds = {(key[row[0]], row[2]): row[5] for row in table["data"]}  # the table's seeds column
+    seeds = {(key[row[0]], row[2]): row[5] for row in table["data"] if row[1] == "en"}  # the table's seeds column
     got = {}
     for trace in fig["data"]:
         assert trace["error_y"]["visible"] is True  # several seeds: the spread is drawn
