@@ -36,11 +36,11 @@ def requested_cpu_processes() -> int:
         return 1
     if any(v in os.environ for v in _WORKER_VARS) or "MASTER_ADDR" not in os.environ:
         return 1  # already one of several workers, or a 1-process launch (accelerate sets MASTER_ADDR only for N > 1)
-    try:
-        import psutil  # an accelerate dependency
+    import psutil  # an accelerate dependency
 
+    try:
         args = _launcher_args(psutil.Process(os.getppid()).cmdline())
-    except (ImportError, OSError, psutil.Error):
+    except (OSError, psutil.Error):
         return 1
     if args is None or not args.num_processes or args.num_processes < 2:
         return 1

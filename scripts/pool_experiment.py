@@ -77,8 +77,9 @@ def main() -> None:
         )
         name = f"ner-pool-s{seed}"
         started = time.perf_counter()
+        lang_adapter = pool if len(pool) > 1 else pool[0]
         result = train_task_adapter(
-            model, tokenizer, "ner", train, name, pool if len(pool) > 1 else pool[0], labels, None, config
+            model, tokenizer, "ner", train, name, lang_adapter=lang_adapter, labels=labels, config=config
         )
         item = {"pool": pool, "seed": seed, "steps": result.steps, "train_seconds": round(result.seconds), "f1": {}}
         for (tgt, split), sents in splits.items():
