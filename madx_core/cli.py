@@ -266,7 +266,7 @@ def cmd_evaluate(args) -> dict:
 def cmd_transfer(args) -> dict:
     from .transfer import run_transfer
 
-    return run_transfer(args.config, args.out)
+    return run_transfer(args.config, args.out, only=args.only.split(",") if args.only else None)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -362,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_transfer)
     p.add_argument("--config", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated systems to compute in this invocation (the rest of the config's rows are kept as they "
+        "are, or left for a later run)",
+    )
     p.add_argument("--json", action="store_true")
     return parser
 

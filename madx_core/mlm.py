@@ -195,6 +195,7 @@ def train_language_adapter(
     lang: str,
     *,
     adapter_config: AdapterConfig | None = None,
+    start_from: str | None = None,
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
@@ -203,11 +204,14 @@ def train_language_adapter(
     """Train a MAD-X language adapter named `lang` with MLM on `texts` (backbone and MLM head frozen).
 
     `texts` is a list of lines, or a TextStream that reads and tokenises its files lazily (corpora beyond memory).
+    `start_from` names a loaded language adapter (e.g. the source language's) whose weights the new one starts from,
+    instead of MAD-X's random initialisation.
     """
     if model.lm_head is None:
         raise ValueError("this backbone has no masked-LM head, so it cannot train a language adapter")
     config = config or replace(LANGUAGE_ADAPTER)
-    adapter_config = adapter_config or replace(LANGUAGE_ADAPTER_SHAPE)
+    if start_from is None:
+        adapter_config = adapter_config or replace(LANGUAGE_ADAPTER_SHAPE)
     max_length = min(config.max_length, model.max_tokens)
     if isinstance(texts, TextStream):
         features = texts.bind(tokenizer, max_length, config.group_by_length)
@@ -216,7 +220,7 @@ def train_language_adapter(
         if not features:
             raise ValueError(f"no usable text for language {lang!r}")
     seed_everything(config.seed)
-    model.add_adapter(lang, adapter_config, overwrite=True)
+    model.add_adapter(lang, adapter_config, overwrite=True, init_from=start_from)
     model.set_trainable(adapters=[lang])
     step = mlm_step_fn(model, tokenizer, Stack(lang), torch.Generator().manual_seed(config.seed + 1))
     return train_adapter(model, lang, features, step, config, out_dir, False, progress, should_stop)

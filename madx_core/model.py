@@ -156,9 +156,22 @@ class AdapterModel(nn.Module):
                 if item is not None:
                     modules[item[0]] = item[1].requires_grad_(False).train(self.training).to(self.device)
 
-    def add_adapter(self, name: str, config: AdapterConfig | None = None, overwrite: bool = False) -> Adapter:
-        """Add a new, randomly initialised adapter (language or task) to every layer."""
+    def add_adapter(
+        self, name: str, config: AdapterConfig | None = None, overwrite: bool = False, init_from: str | None = None
+    ) -> Adapter:
+        """Add a new adapter (language or task) to every layer: randomly initialised, or, with `init_from`, a copy of
+        the weights of that loaded adapter (same config, which is then the default)."""
+        source = None
+        if init_from is not None:
+            if init_from not in self.adapters:
+                raise ValueError(f"no adapter named {init_from!r} is loaded to start {name!r} from")
+            source = self.adapters[init_from]
+            config = config or source.config
+            if config.to_dict() != source.config.to_dict():
+                raise ValueError(f"adapter {name!r} cannot start from {init_from!r}: their configs differ")
         adapter = Adapter(name, config or AdapterConfig(), self.config.hidden_size, self.num_layers)
+        if source is not None:
+            adapter.load_state_dict(source.state_dict())
         self.install(adapter=(name, adapter), overwrite=overwrite)
         return adapter
 

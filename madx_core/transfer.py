@@ -94,8 +94,12 @@ def load_task(task: str, spec: dict, train_file: str | None = None) -> tuple[lis
     return train, tests
 
 
-def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
-    """Run every (task, system, seed) of the config; write results.json / results.csv into out_dir."""
+def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] | None = None) -> dict:
+    """Run every (task, system, seed) of the config; write results.json / results.csv into out_dir.
+
+    `only` computes just those systems now (e.g. the costly baselines on another machine); results.json still records
+    the whole config, and a later run adds what is missing.
+    """
     from .backbones import load_tokenizer
 
     cfg = json.loads(Path(config_path).read_text())
@@ -105,6 +109,8 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
     unknown = sorted({s for t in cfg["tasks"].values() for s in t.get("systems", [])}.union(systems) - set(SYSTEMS))
     if unknown:
         raise ValueError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    if only is not None and set(only) - set(SYSTEMS):
+        raise ValueError(f"unknown systems {sorted(set(only) - set(SYSTEMS))}; known: {', '.join(SYSTEMS)}")
     seeds = cfg.get("seeds", [1])
     backbone = cfg.get("backbone", "multilingual-e5-small")
     base = AdapterModel.from_pretrained(backbone)
@@ -119,6 +125,8 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
     # 1. Language adapters (trained once; the paper varies seeds for the task stage only).
     lang_spec = cfg.get("lang_adapter", {})
     for inv, suffix, system in (("nice", "", "madx"), (None, "_noinv", "madx-inv")):
+        if only is not None and system not in only:
+            continue
         needed = set(cfg.get("extra_languages", [])) if system == "madx" else set()
         for spec in cfg["tasks"].values():
             for src, systems_, _ in _sources(spec, systems, seeds):
@@ -154,6 +162,8 @@ def run_transfer(config_path: str | Path, out_dir: str | Path) -> dict:
                 for system in task_systems:
                     if system == "madx-src" or (task, system, seed, src) in done:
                         continue  # madx-src is scored together with madx
+                    if only is not None and system not in only:
+                        continue
                     if seed not in spec.get("system_seeds", {}).get(system, [seed]):
                         continue  # a costly system may run fewer seeds
                     log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")

@@ -39,6 +39,28 @@ def test_language_adapter_training_is_seeded_and_saved(tmp_path, ner_data):
     assert fresh.adapters["sw"].config.inv_adapter == "nice"
 
 
+def test_language_adapter_can_start_from_another_adapter(ner_data):
+    """start_from copies a loaded adapter's weights (and config) into the new one, which then trains on its own; the
+    adapter it started from is left as it was."""
+    _, texts, tok = ner_data
+    model = tiny(tok)
+    config = TrainConfig(steps=3, batch_size=4, max_length=32, seed=1, learning_rate=1e-3)
+    shape = mx.AdapterConfig(reduction_factor=4, inv_adapter=None, leave_out=[1])
+    train_language_adapter(model, tok, texts, "en", adapter_config=shape, config=config)
+    en = {k: v.clone() for k, v in model.adapters["en"].state_dict().items()}
+    start = model.add_adapter("copy", init_from="en")
+    assert start.config == shape and all(torch.equal(v, en[k]) for k, v in start.state_dict().items())
+    train_language_adapter(model, tok, texts, "sw", start_from="en", config=config)
+    sw = model.adapters["sw"].state_dict()
+    assert model.adapters["sw"].config == shape and set(sw) == set(en)
+    assert any(not torch.equal(sw[k], en[k]) for k in en)  # trained on from the copy
+    assert all(torch.equal(v, en[k]) for k, v in model.adapters["en"].state_dict().items())
+    with pytest.raises(ValueError, match="no adapter named 'xx'"):
+        model.add_adapter("zz", init_from="xx")
+    with pytest.raises(ValueError, match="configs differ"):
+        model.add_adapter("zz", mx.AdapterConfig(reduction_factor=2), init_from="en")
+
+
 def test_cancel_writes_nothing(tmp_path, ner_data):
     _, texts, tok = ner_data
     model = tiny(tok)

@@ -120,3 +120,24 @@ def test_transfer_sources_matrix_and_growing_a_run(tmp_path):
     again = json.loads((out / "results.json").read_text())["rows"]
     assert again[: len(rows)] == rows
     assert {(r["system"], r["seed"]) for r in again[len(rows) :]} == {("madx", 3), ("madx-src", 3)}
+
+
+def test_transfer_only_computes_the_named_systems_and_keeps_the_whole_config(tmp_path):
+    """`transfer --only baseline` runs the costly baseline alone (e.g. on another machine); the adapter systems are
+    left for a later run, which adds them without redoing the baseline."""
+    write_data(tmp_path, **{"en.txt": ner_sentences(30), "sw.txt": ner_sentences(20, seed=1)})
+    cfg = ner_config(tmp_path, ["madx", "baseline"], {"sw": "sw.txt"}, steps=2)
+    cfg["seeds"] = [1]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    run_transfer(tmp_path / "cfg.json", out, only=["baseline"])
+    first = json.loads((out / "results.json").read_text())
+    assert {r["system"] for r in first["rows"]} == {"baseline"}
+    assert first["meta"]["config"]["systems"] == ["madx", "baseline"]
+    assert not (out / "adapters").exists()  # no language adapter was trained for a system not asked for
+    run_transfer(tmp_path / "cfg.json", out)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert rows[: len(first["rows"])] == first["rows"]
+    assert {r["system"] for r in rows} == {"baseline", "madx", "madx-src"}
+    with pytest.raises(ValueError, match="unknown systems"):
+        run_transfer(tmp_path / "cfg.json", out, only=["madx-x"])
