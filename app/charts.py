@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from madx_core.results import SYSTEM_NAMES as CORE_SYSTEM_NAMES
 from madx_core.tasks import get_task
@@ -166,6 +167,74 @@ def params_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Fig
         legend=dict(orientation="h", y=-0.3),
         height=400,
         margin=dict(l=50, r=10, t=50, b=40),
+    )
+    return fig
+
+
+LANG_COLORS = ["#e76f51", "#2a9d8f", "#264653", "#e9c46a", "#8d99ae", "#9c6644"]
+
+
+def curve_rows(recipes: list[dict]) -> dict[str, list[dict]]:
+    """MAD-X's own recipe (random start) at each budget, per target language, by steps: the learning curve."""
+    rows = [r for r in recipes if not r.get("warm") and isinstance(r.get("test"), dict)]
+    return {
+        lang: sorted((r for r in rows if r["target"] == lang), key=lambda r: r["steps"])
+        for lang in sorted({r["target"] for r in rows})
+    }
+
+
+def curve_figure(recipes: list[dict]) -> go.Figure:
+    """Language-adapter steps against the adapter's held-out MLM loss (left) and against the zero-shot NER gain of
+    swapping it in over keeping the English adapter (right; test F1, mean over the English task adapter's seeds)."""
+    curves = curve_rows(recipes)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("held-out MLM loss (lower: knows the language)", "swap − keep English (NER F1 points)"),
+        horizontal_spacing=0.14,
+    )
+    if not curves:
+        return _empty(fig, "no learning curve in these assets")
+    for i, (lang, rows) in enumerate(curves.items()):
+        color = LANG_COLORS[i % len(LANG_COLORS)]
+        steps = [r["steps"] for r in rows]
+        loss = [rows[0]["mlm_loss_without"]] + [r["mlm_loss"] for r in rows]
+        fig.add_trace(
+            go.Scatter(
+                x=[0, *steps],
+                y=loss,
+                mode="lines+markers",
+                name=lang,
+                legendgroup=lang,
+                line=dict(color=color),
+                hovertemplate=f"{lang}: %{{x}} steps<br>MLM loss %{{y:.2f}} (0 steps: no adapter)<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=[r["test"]["gain"] for r in rows],
+                mode="lines+markers",
+                name=lang,
+                legendgroup=lang,
+                showlegend=False,
+                line=dict(color=color),
+                hovertemplate=f"{lang}: %{{x}} steps<br>swap − keep %{{y:+.1f}} F1<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+    fig.add_hline(y=0, line_dash="dot", line_color="#6c757d", row=1, col=2)
+    fig.update_xaxes(title_text="language-adapter steps (batches of 16)", rangemode="tozero")
+    fig.update_yaxes(title_text="nats per masked token", row=1, col=1)
+    fig.update_yaxes(title_text="points (0 = English adapter kept)", zeroline=True, row=1, col=2)
+    fig.update_layout(
+        title="How much training does a language adapter need?",
+        height=380,
+        legend=dict(orientation="h", y=-0.25),
+        margin=dict(l=50, r=10, t=70, b=40),
     )
     return fig
 

@@ -24,6 +24,7 @@ class Results:
 
     def __init__(self, assets: Path, work_dir: Path):
         self.shipped_file = assets / "results.json"
+        self.recipes_file = assets / "recipes.json"  # scripts/adapter_recipes.py: the language-adapter learning curve
         self.downloads = work_dir / "downloads"
         self._by_visitor: dict[str, list[dict]] = {}  # insertion-ordered: the oldest session is forgotten first
         self._lock = threading.Lock()
@@ -44,6 +45,15 @@ class Results:
         return [{**r, "origin": "shipped"} for r in self._read(self.shipped_file)] + [
             {**r, "origin": "your evaluation"} for r in own
         ]
+
+    def recipes(self) -> list[dict]:
+        """The shipped language-adapter recipe summary (one row per recipe and target), or [] when absent."""
+        try:
+            data = json.loads(self.recipes_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return []
+        rows = data.get("summary") if isinstance(data, dict) else None
+        return [r for r in rows or [] if isinstance(r, dict) and {"recipe", "target", "steps"} <= set(r)]
 
     def add(self, rows: list[dict], visitor: str | None) -> None:
         if not visitor:

@@ -19,6 +19,7 @@ from madx_core.tasks import TASKS, get_task
 from .charts import (
     TABLE_HEADERS,
     bars_figure,
+    curve_figure,
     heatmap_figure,
     metric_choices,
     order,
@@ -30,7 +31,7 @@ from .display import backbone_choices
 from .errors import friendly
 from .inputs import check_language, shown, visitor_session
 from .limits import MAX_EVAL_EXAMPLES
-from .readings import shipped_reading, task_reading
+from .readings import curve_reading, shipped_reading, task_reading
 from .registry import NO_ADAPTER
 from .state import AppState
 
@@ -216,6 +217,13 @@ def build(state: AppState) -> dict:
     with gr.Row():
         heat = gr.Plot(label="source × target", min_width=280)
         params = gr.Plot(label="score vs trainable parameters", min_width=280)
+    recipes = state.results.recipes()
+    if recipes:  # the language-adapter learning curve, when the assets have one
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=280):
+                gr.Plot(curve_figure(recipes), label="language-adapter learning curve", elem_id="curve-plot")
+            with gr.Column(scale=2, min_width=260):
+                gr.Markdown(curve_reading(recipes), elem_id="curve-reading")
     table = gr.Dataframe(
         headers=TABLE_HEADERS,
         label="results (mean over seeds; scores 0-100)",

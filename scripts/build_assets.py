@@ -109,6 +109,8 @@ def main() -> None:
     copy_results()
     if (RUNS / "study" / "study.json").is_file():  # the language-adapter study behind the README's table
         shutil.copy(RUNS / "study" / "study.json", ASSETS / "study.json")
+    if (RUNS / "recipes" / "recipes.json").is_file():  # the target-adapter recipes and the app's learning curve
+        shutil.copy(RUNS / "recipes" / "recipes.json", ASSETS / "recipes.json")
     text_stats(json.loads((REPO / "configs" / "transfer.json").read_text()))
     from scripts.results_table import main as write_table
 

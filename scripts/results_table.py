@@ -87,6 +87,39 @@ def text_table(stats: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recipes_table(summary: list[dict]) -> str:
+    """Target language-adapter recipes (scripts/adapter_recipes.py): each adapter's MLM loss and drift, and what
+    swapping it in does to zero-shot NER against keeping the English adapter, on dev and on test."""
+    from scripts.adapter_recipes import RECIPES
+
+    lines = [
+        "**Target language-adapter recipes** (`assets/recipes.json`; NER F1 means over the 3 English task adapters, "
+        "which stay as they are; gain = swap − keep English; MLM loss on the target's NER dev sentences, without → "
+        "with the adapter; drift = 1 − mean cosine of last-layer states without and with it)\n",
+        "| recipe | target | steps | MLM loss | drift | dev swap / keep (gain) | test swap / keep (gain) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = list(RECIPES)
+    for r in sorted(summary, key=lambda r: (order.index(r["recipe"]), r["target"])):
+        cells = [
+            f"{r[split]['swap']:.1f} / {r[split]['keep']:.1f} ({r[split]['gain']:+.1f})" if split in r else "–"
+            for split in ("dev", "test")
+        ]
+        lines.append(
+            f"| {RECIPES[r['recipe']][2]} | {r['target']} | {r['steps']} | {r['mlm_loss_without']:.2f} → "
+            f"{r['mlm_loss']:.2f} | {r['drift']:.3f} | " + " | ".join(cells) + " |"
+        )
+    means = []
+    for name in order:
+        rows = [r for r in summary if r["recipe"] == name and "dev" in r and "test" in r]
+        if rows:
+            dev = sum(r["dev"]["gain"] for r in rows) / len(rows)
+            test = sum(r["test"]["gain"] for r in rows) / len(rows)
+            means.append(f"{RECIPES[name][2]}: dev {dev:+.1f}, test {test:+.1f} ({len(rows)} targets)")
+    lines += ["", "Mean gain of swapping over keeping the English adapter, per recipe: " + "; ".join(means) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--results", default=str(REPO / "assets" / "results.json"))
@@ -96,6 +129,9 @@ def main() -> None:
     stats = Path(args.results).with_name("text_stats.json")
     if stats.is_file():
         text += "\n" + text_table(json.loads(stats.read_text()))
+    recipes = Path(args.results).with_name("recipes.json")
+    if recipes.is_file():
+        text += "\n" + recipes_table(json.loads(recipes.read_text())["summary"])
     if args.print:
         print(text)
         return

@@ -1,4 +1,8 @@
-"""Does a target language adapter that STARTS FROM the source language's adapter make swapping help? (issue 11)
+"""Target language-adapter recipes, judged by what swapping them in does to zero-shot NER (issue 11).
+
+Two questions. How does swapping change as a language adapter trains longer (MAD-X's recipe for 100, 200 and 400
+steps: the learning curve the app draws)? And does a target adapter that STARTS FROM the source language's adapter
+make swapping help?
 
 MAD-X initialises every language adapter at random. On the offline backbone an adapter trained that way moves the
 representations far from where the English adapter puts them, and the English task adapter, trained on the English
@@ -11,8 +15,8 @@ For each recipe and target (sw, ha, pcm): the adapter's held-out MLM loss and dr
 target's NER dev sentences), and NER F1 on dev and test with the new adapter swapped in, the English adapter kept,
 and (for reference) MAD-X -LAD's task adapter with no language adapter. Recipes are compared on dev; test is reported.
 
-    MADX_DATA_DIR=../shared/data python -m scripts.warm_start --run runs/transfer --recipes warm,cold \
-        --seeds 1,2,3 --out runs/warm/warm.json
+    MADX_DATA_DIR=../shared/data python -m scripts.adapter_recipes --run runs/transfer \
+        --recipes cold,cold-100,cold-200,warm --seeds 1,2,3 --out runs/recipes/recipes.json
 
 `--run` is a finished `transfer` output (its adapters/lang/ and adapters/task/). Resumable: finished items are kept.
 """
@@ -22,32 +26,100 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 import madx_core as mx
 from madx_core import data as D
 from madx_core.atomic import atomic_write_text
 from madx_core.backbones import load_tokenizer
 from madx_core.evaluation import evaluate_ner
-from madx_core.mlm import train_language_adapter
-from madx_core.training import LANGUAGE_ADAPTER
+from madx_core.features import mask_tokens, pad_batch
+from madx_core.mlm import mlm_features, train_language_adapter
+from madx_core.model import MLM_HEAD
+from madx_core.training import LANGUAGE_ADAPTER, seed_everything, train_adapter
 from madx_core.transfer import texts_for
 from scripts.lang_adapter_study import mlm_loss_and_drift
 
 TARGETS = {"sw": "swa", "ha": "hau", "pcm": "pcm"}
 KEEP = {"PER", "LOC", "ORG"}
-# name -> (start from the English adapter?, steps). "cold" is the transfer run's own adapter (MAD-X's recipe, 400
-# steps from a random start), evaluated as it is; "cold-N" trains that recipe for N steps: the learning curve.
+# name -> (start from the English adapter?, steps, what it is). "cold" is the transfer run's own adapter (MAD-X's
+# recipe: 400 steps from a random start), evaluated as it is; "cold-N" trains that recipe for N steps (the learning
+# curve); "anchor-K" starts warm and adds K x (1 - cosine) between the last-layer states with the new adapter and with
+# the English adapter on the same masked text: a leash that keeps it near the space the task adapter knows.
 RECIPES = {
-    "cold": (False, None),
-    "cold-100": (False, 100),
-    "cold-200": (False, 200),
-    "warm": (True, 400),
-    "warm-100": (True, 100),
-    "warm-1000": (True, 1000),
+    "cold": (False, None, "MAD-X: random start, MLM (the shipped adapter)"),
+    "cold-100": (False, 100, "MAD-X's recipe, 100 steps"),
+    "cold-200": (False, 200, "MAD-X's recipe, 200 steps"),
+    "warm": (True, 400, "starts from the English adapter, then MLM"),
+    "warm-100": (True, 100, "starts from the English adapter, 100 steps"),
+    "warm-1000": (True, 1000, "starts from the English adapter, 1,000 steps"),
+    "anchor-3": (True, 400, "from the English adapter; MLM + 3 x (1 - cos) to its states"),
+    "anchor-10": (True, 400, "from the English adapter; MLM + 10 x (1 - cos) to its states"),
 }
+
+
+class AnchoredMLMStep:
+    """MLM loss of the new adapter plus `weight` x mean (1 - cosine) of its last-layer states to the anchor adapter's
+    on the same masked batch (a variant beyond the paper: MAD-X trains on the MLM loss alone)."""
+
+    def __init__(self, model, tokenizer, name: str, anchor: str, weight: float, seed: int) -> None:
+        self.model, self.tokenizer, self.name, self.anchor, self.k = model, tokenizer, name, anchor, weight
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.weight = 0
+
+    def __call__(self, batch: list[dict], rows: slice | None = None) -> torch.Tensor:
+        pad_id = self.tokenizer.pad_token_id
+        b = pad_batch(batch, pad_id, ("input_ids", "special_tokens_mask"))
+        mask = (b["input_ids"] != pad_id).long()
+        special = b["special_tokens_mask"].bool() | ~mask.bool()
+        inputs, labels = mask_tokens(
+            b["input_ids"], special, self.tokenizer.mask_token_id, len(self.tokenizer), generator=self.generator
+        )
+        out = self.model(inputs, mask, adapters=self.name, head=MLM_HEAD, labels=labels)
+        with torch.no_grad():
+            anchor = self.model.encode(inputs, mask, adapters=self.anchor)
+        cos = torch.nn.functional.cosine_similarity(out.hidden_states.float(), anchor.float(), dim=-1)[mask.bool()]
+        self.weight = int((labels != -100).sum())
+        return out.loss + self.k * (1 - cos).mean()
+
+
+def train_anchored(model, tokenizer, texts: list[str], name: str, weight: float, config) -> object:
+    """A language adapter started from "en" and trained with AnchoredMLMStep (single process)."""
+    features = mlm_features(tokenizer, [t for t in texts if t.strip()], config.max_length)
+    seed_everything(config.seed)
+    model.add_adapter(name, overwrite=True, init_from="en")
+    model.set_trainable(adapters=[name])
+    step = AnchoredMLMStep(model, tokenizer, name, "en", weight, config.seed)
+    return train_adapter(model, name, features, step, config, None, False, None, None)
+
+
+def summarise(report: dict) -> list[dict]:
+    """Per (recipe, target): the adapter's steps, MLM loss and drift, and NER F1 (0-100) means over the seeds of
+    swapping it in, keeping the English adapter and -LAD, with gain = swap - keep, on dev and on test."""
+    out = []
+    for item in report["items"]:
+        row = {k: item.get(k) for k in ("recipe", "target", "steps", "mlm_loss_without", "mlm_loss", "drift")}
+        row["warm"] = RECIPES[item["recipe"]][0]
+        for split in ("dev", "test"):
+            seeds = sorted(k.split("/")[-1] for k in item["f1"] if k.startswith(f"{split}/swap/"))
+            refs = [report["reference"].get(f"{item['target']}/{s}", {}) for s in seeds]
+            if not seeds or any(f"{split}/keep" not in r for r in refs):
+                continue
+            swap = [item["f1"][f"{split}/swap/{s}"] for s in seeds]
+            means = {
+                "swap": statistics.mean(swap),
+                "keep": statistics.mean(r[f"{split}/keep"] for r in refs),
+                "none": statistics.mean(r[f"{split}/none"] for r in refs),
+            }
+            row[split] = {k: round(100 * v, 1) for k, v in means.items()} | {"seeds": len(seeds)}
+            row[split]["gain"] = round(row[split]["swap"] - row[split]["keep"], 1)
+        out.append(row)
+    return out
 
 
 def main() -> None:
@@ -57,7 +129,7 @@ def main() -> None:
     p.add_argument("--recipes", default="cold,warm")
     p.add_argument("--targets", default="sw,ha,pcm")
     p.add_argument("--seeds", default="1,2,3")
-    p.add_argument("--out", default="runs/warm/warm.json")
+    p.add_argument("--out", default="runs/recipes/recipes.json")
     args = p.parse_args()
     data = Path(os.environ.get("MADX_DATA_DIR", "../shared/data"))
     cfg = json.loads(Path(args.config).read_text())
@@ -66,6 +138,7 @@ def main() -> None:
     report = json.loads(out.read_text()) if out.is_file() else {"items": [], "reference": {}}
 
     def save() -> None:
+        report["summary"] = summarise(report)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(report, indent=2) + "\n")
 
@@ -103,10 +176,16 @@ def main() -> None:
         for recipe in args.recipes.split(","):
             if any(i["recipe"] == recipe and i["target"] == tgt for i in report["items"]):
                 continue
-            warm, steps = RECIPES[recipe]
+            warm, steps, _ = RECIPES[recipe]
             name = f"{tgt}-{recipe}"
             item = {"recipe": recipe, "target": tgt, "f1": {}}
-            if steps is not None:
+            if recipe.startswith("anchor-"):
+                started = time.perf_counter()
+                config = replace(recipe_config, steps=steps)
+                result = train_anchored(model, tokenizer, texts_for(cfg, tgt), name, float(recipe[7:]), config)
+                item.update(steps=result.steps, train_seconds=round(time.perf_counter() - started))
+                item["final_loss"] = result.losses[-1]
+            elif steps is not None:
                 started = time.perf_counter()
                 result = train_language_adapter(
                     model,
@@ -120,8 +199,9 @@ def main() -> None:
                 item.update(
                     steps=result.steps, train_seconds=round(time.perf_counter() - started), final_loss=result.losses[-1]
                 )
-            else:
+            else:  # the transfer run's own adapter, trained with the config's recipe
                 model.load_adapter(run / "adapters" / "lang" / tgt, load_as=name)
+                item["steps"] = la["steps"]
             base, _ = mlm_loss_and_drift(model, tokenizer, heldout, None)
             loss, drift = mlm_loss_and_drift(model, tokenizer, heldout, name)
             _, drift_en = mlm_loss_and_drift(model, tokenizer, heldout, "en")
