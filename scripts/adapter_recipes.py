@@ -41,7 +41,14 @@ from madx_core.evaluation import evaluate_ner
 from madx_core.features import mask_tokens, pad_batch
 from madx_core.mlm import mlm_features, train_language_adapter
 from madx_core.model import MLM_HEAD
-from madx_core.training import LANGUAGE_ADAPTER, seed_everything, train_adapter
+from madx_core.training import (
+    LANGUAGE_ADAPTER,
+    LANGUAGE_ADAPTER_SHAPE,
+    TASK_ADAPTER,
+    seed_everything,
+    train_adapter,
+    train_task_adapter,
+)
 from madx_core.transfer import texts_for
 from scripts.lang_adapter_study import mlm_loss_and_drift
 
@@ -60,6 +67,7 @@ RECIPES = {
     "warm-1000": (True, 1000, "starts from the English adapter, 1,000 steps"),
     "anchor-3": (True, 400, "from the English adapter; MLM + 3 x (1 - cos) to its states"),
     "anchor-10": (True, 400, "from the English adapter; MLM + 10 x (1 - cos) to its states"),
+    "madx2": (False, 400, "MAD-X 2.0: no adapter in the last layer (English adapter and task adapters retrained)"),
 }
 
 
@@ -98,6 +106,44 @@ def train_anchored(model, tokenizer, texts: list[str], name: str, weight: float,
     return train_adapter(model, name, features, step, config, None, False, None, None)
 
 
+MADX2 = replace(LANGUAGE_ADAPTER_SHAPE, leave_out=[11])  # MAD-X 2.0 (Pfeiffer et al., 2021): last layer left out
+
+
+def madx2_sources(model, tokenizer, cfg: dict, config, seeds: list[int], folder: Path) -> None:
+    """The English MAD-X 2.0 adapter and, stacked on it, one English NER task adapter per seed (the transfer config's
+    task recipe); trained once, saved under `folder` and loaded from there afterwards."""
+    if "en-madx2" not in model.adapters:
+        if (folder / "en").is_dir():
+            model.load_adapter(folder / "en", load_as="en-madx2")
+        else:
+            train_language_adapter(
+                model, tokenizer, texts_for(cfg, "en"), "en-madx2", adapter_config=MADX2, config=config,
+                out_dir=folder / "en",
+            )  # fmt: skip
+    spec = cfg["tasks"]["ner"]
+    for seed in seeds:
+        name = f"ner-madx2-s{seed}"
+        if name in model.adapters:
+            continue
+        if (folder / name).is_dir():
+            model.load_adapter(folder / name, load_as=name)
+            continue
+        train = D.restrict_labels(D.read_conll(os.path.expandvars(spec["train"])), KEEP)
+        task_config = replace(
+            TASK_ADAPTER,
+            steps=spec["steps"],
+            batch_size=spec["batch_size"],
+            learning_rate=spec["lr"],
+            max_length=spec["max_length"],
+            seed=seed,
+            precision=cfg.get("precision", "fp32"),
+        )
+        train_task_adapter(
+            model, tokenizer, "ner", train, name, lang_adapter="en-madx2", labels=D.label_list(train),
+            config=task_config, out_dir=folder / name,
+        )  # fmt: skip
+
+
 def summarise(report: dict) -> list[dict]:
     """Per (recipe, target): the adapter's steps, MLM loss and drift, and NER F1 (0-100) means over the seeds of
     swapping it in, keeping the English adapter and -LAD, with gain = swap - keep, on dev and on test."""
@@ -107,7 +153,11 @@ def summarise(report: dict) -> list[dict]:
         row["warm"] = RECIPES[item["recipe"]][0]
         for split in ("dev", "test"):
             seeds = sorted(k.split("/")[-1] for k in item["f1"] if k.startswith(f"{split}/swap/"))
-            refs = [report["reference"].get(f"{item['target']}/{s}", {}) for s in seeds]
+            refs = [
+                report["reference"].get(f"{item['target']}/{s}", {})
+                | {k.rsplit("/", 1)[0]: v for k, v in item["f1"].items() if k.endswith(f"/{s}") and "/swap/" not in k}
+                for s in seeds
+            ]
             if not seeds or any(f"{split}/keep" not in r for r in refs):
                 continue
             swap = [item["f1"][f"{split}/swap/{s}"] for s in seeds]
@@ -150,9 +200,13 @@ def main() -> None:
         model.load_adapter(run / "adapters" / "task" / f"ner-madx-lad-s{seed}", load_as=f"lad-s{seed}")
     la = cfg["lang_adapter"]
     recipe_config = replace(
-        LANGUAGE_ADAPTER, batch_size=la["batch_size"], max_length=la["max_length"], learning_rate=la["lr"]
+        LANGUAGE_ADAPTER,
+        steps=la["steps"],
+        batch_size=la["batch_size"],
+        max_length=la["max_length"],
+        learning_rate=la["lr"],
+        precision=cfg.get("precision", "fp32"),
     )
-    recipe_config = replace(recipe_config, precision=cfg.get("precision", "fp32"))
 
     for tgt in args.targets.split(","):
         splits = {
@@ -179,7 +233,23 @@ def main() -> None:
             warm, steps, _ = RECIPES[recipe]
             name = f"{tgt}-{recipe}"
             item = {"recipe": recipe, "target": tgt, "f1": {}}
-            if recipe.startswith("anchor-"):
+            stack_en, task = "en", "ner-s{seed}"
+            if recipe == "madx2":  # its own English adapter and English task adapters, without layer 11 either
+                stack_en, task = "en-madx2", "ner-madx2-s{seed}"
+                madx2_sources(model, tokenizer, cfg, recipe_config, seeds, out.parent / "adapters" / "madx2")
+                started = time.perf_counter()
+                result = train_language_adapter(
+                    model,
+                    tokenizer,
+                    texts_for(cfg, tgt),
+                    name,
+                    adapter_config=MADX2,
+                    config=replace(recipe_config, steps=steps),
+                    out_dir=out.parent / "adapters" / recipe / tgt,
+                )
+                item.update(steps=result.steps, train_seconds=round(time.perf_counter() - started))
+                item["final_loss"] = result.losses[-1]
+            elif recipe.startswith("anchor-"):
                 started = time.perf_counter()
                 config = replace(recipe_config, steps=steps)
                 result = train_anchored(model, tokenizer, texts_for(cfg, tgt), name, float(recipe[7:]), config)
@@ -204,7 +274,7 @@ def main() -> None:
                 item["steps"] = la["steps"]
             base, _ = mlm_loss_and_drift(model, tokenizer, heldout, None)
             loss, drift = mlm_loss_and_drift(model, tokenizer, heldout, name)
-            _, drift_en = mlm_loss_and_drift(model, tokenizer, heldout, "en")
+            _, drift_en = mlm_loss_and_drift(model, tokenizer, heldout, stack_en)
             item.update(
                 mlm_loss_without=round(base, 3),
                 mlm_loss=round(loss, 3),
@@ -212,9 +282,12 @@ def main() -> None:
                 drift_en=round(drift_en, 3),
             )
             for seed in seeds:
+                head = task.format(seed=seed)
+                ways = {"swap": name} | ({"keep": stack_en} if stack_en != "en" else {})
                 for split, sents in splits.items():
-                    f1 = evaluate_ner(model, tokenizer, sents, mx.Stack(name, f"ner-s{seed}"), f"ner-s{seed}")[0]["f1"]
-                    item["f1"][f"{split}/swap/s{seed}"] = round(float(f1), 4)
+                    for way, lang in ways.items():
+                        f1 = evaluate_ner(model, tokenizer, sents, mx.Stack(lang, head), head)[0]["f1"]
+                        item["f1"][f"{split}/{way}/s{seed}"] = round(float(f1), 4)
             model.delete_adapter(name)
             report["items"].append(item)
             save()
