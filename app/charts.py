@@ -226,7 +226,9 @@ def curve_figure(recipes: list[dict]) -> go.Figure:
             row=1,
             col=2,
         )
+    gains = [r["test"]["gain"] for rows in curves.values() for r in rows]
     fig.add_hline(y=0, line_dash="dot", line_color="#6c757d", row=1, col=2)
+    fig.update_yaxes(range=[min(0, *gains) - 1, max(0, *gains) + 1], row=1, col=2)  # 0 (keep) always in view
     fig.update_xaxes(title_text="language-adapter steps (batches of 16)", rangemode="tozero")
     fig.update_yaxes(title_text="nats per masked token", row=1, col=1)
     fig.update_yaxes(title_text="points (0 = English adapter kept)", zeroline=True, row=1, col=2)

@@ -202,7 +202,8 @@ def serve_app(tmp: Path):
     assert (shipped / "adapters" / "task" / "ner").is_dir(), "the shipped adapters (assets/adapters) are missing"
     torch.set_num_threads(2)
     shutil.copytree(shipped / "adapters", tmp / "assets" / "adapters")
-    shutil.copy(shipped / "results.json", tmp / "assets" / "results.json")
+    for name in ("results.json", "recipes.json"):
+        shutil.copy(shipped / name, tmp / "assets" / name)
     demo = build_app(assets=tmp / "assets", work_dir=tmp / "work")
     demo.queue().launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, **launch_kwargs(demo.state))
     return demo

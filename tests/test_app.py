@@ -553,3 +553,31 @@ def test_entity_chips_have_readable_contrast():
     for color in [*ENTITY_COLORS.values(), ANSWER_COLOR]:
         assert (1.0 + 0.05) / (luminance(color) + 0.05) >= 4.5, color
     assert all(label in legend_html() for label in ("PER", "LOC", "ORG", "confidence"))
+
+
+def test_learning_curve_draws_the_shipped_recipes_and_its_reading_follows_them(served):
+    demo, _ = served
+    from app.charts import curve_figure
+    from app.readings import curve_reading
+
+    shipped = json.loads((REPO / "assets" / "recipes.json").read_text())["summary"]
+    assert demo.state.results.recipes() == shipped
+    curve = [r for r in shipped if not r["warm"]]
+    langs = sorted({r["target"] for r in curve})
+    fig = curve_figure(shipped).to_dict()
+    loss = {t["name"]: t for t in fig["data"] if t["xaxis"] == "x"}
+    gain = {t["name"]: t for t in fig["data"] if t["xaxis"] == "x2"}
+    assert sorted(loss) == sorted(gain) == langs
+    for lang in langs:
+        rows = sorted((r for r in curve if r["target"] == lang), key=lambda r: r["steps"])
+        assert list(loss[lang]["x"]) == [0] + [r["steps"] for r in rows]  # 0 steps: the loss with no adapter
+        assert list(loss[lang]["y"]) == [rows[0]["mlm_loss_without"]] + [r["mlm_loss"] for r in rows]
+        assert list(gain[lang]["y"]) == [r["test"]["gain"] for r in rows]
+        # the gain is swapping minus keeping the English adapter, both rounded to 0.1
+        assert all(abs(r["test"]["gain"] - (r["test"]["swap"] - r["test"]["keep"])) < 0.11 for r in rows)
+    # The reading's verdict follows the signs of the gains: flip them and it changes.
+    wins = sum(r["test"]["gain"] > 0 for r in curve)
+    assert ("never beats" in curve_reading(shipped)) == (wins == 0)
+    flipped = [{**r, "test": {**r["test"], "gain": abs(r["test"]["gain"]) + 1}} for r in shipped]
+    assert f"in {len(curve)} of {len(curve)} points" in curve_reading(flipped)
+    assert curve_reading([]) == "" and "no learning curve" in str(curve_figure([]).to_dict()["layout"])
