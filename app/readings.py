@@ -9,7 +9,7 @@ from madx_core.results import reading, zero_shot_means
 from madx_core.results import summarise as core_summarise
 from madx_core.tasks import TASKS, get_task
 
-from .charts import curve_rows, system_name
+from .charts import curve_rows, main_source, system_name
 from .state import AppState
 
 
@@ -77,6 +77,8 @@ def task_reading(state: AppState, task: str) -> str:
     out = [f"**Reading ({task.upper()}, generated from `assets/results.json`)**"]
     out += [f"- {line}" for line in lines] or ["- No shipped MAD-X results for this task."]
     rows = [r for r in summary if r["task"] == task and r["metric"] == "f1" and r["target"] != r["source"]]
+    source = main_source(rows)  # per language from the main source; the other sources are the heat map's
+    rows = [r for r in rows if r["source"] == source]
     by = {(r["system"], r["target"]): r["mean"] * t.scale for r in rows}
     targets = sorted({t for _, t in by})
     if targets and any(("madx-src", t) in by for t in targets):
@@ -86,7 +88,7 @@ def task_reading(state: AppState, task: str) -> str:
             for t in targets
             if ("madx", t) in by and ("madx-src", t) in by
         )
-        lines_per = f"- Per language, swapping minus keeping the English adapter: {per} points"
+        lines_per = f"- Per language from {source}, swapping minus keeping the source adapter: {per} points"
         out.append(lines_per + f" (swapping wins for {len(wins)} of {len(targets)}).")
     seeds = {r["n"] for r in rows}
     if seeds and max(seeds) == 1:
