@@ -176,7 +176,7 @@ LANG_COLORS = ["#e76f51", "#2a9d8f", "#264653", "#e9c46a", "#8d99ae", "#9c6644"]
 
 def curve_rows(recipes: list[dict]) -> dict[str, list[dict]]:
     """MAD-X's own recipe (random start) at each budget, per target language, by steps: the learning curve."""
-    rows = [r for r in recipes if not r.get("warm") and isinstance(r.get("test"), dict)]
+    rows = [r for r in recipes if r.get("curve") and isinstance(r.get("test"), dict)]
     return {
         lang: sorted((r for r in rows if r["target"] == lang), key=lambda r: r["steps"])
         for lang in sorted({r["target"] for r in rows})

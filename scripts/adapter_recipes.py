@@ -151,6 +151,7 @@ def summarise(report: dict) -> list[dict]:
     for item in report["items"]:
         row = {k: item.get(k) for k in ("recipe", "target", "steps", "mlm_loss_without", "mlm_loss", "drift")}
         row["warm"] = RECIPES[item["recipe"]][0]
+        row["curve"] = item["recipe"] == "cold" or item["recipe"].startswith("cold-")  # MAD-X's recipe at a budget
         for split in ("dev", "test"):
             seeds = sorted(k.split("/")[-1] for k in item["f1"] if k.startswith(f"{split}/swap/"))
             refs = [

@@ -93,11 +93,12 @@ def recipes_table(summary: list[dict]) -> str:
     from scripts.adapter_recipes import RECIPES
 
     lines = [
-        "**Target language-adapter recipes** (`assets/recipes.json`; NER F1 means over the 3 English task adapters, "
-        "which stay as they are; gain = swap − keep English; MLM loss on the target's NER dev sentences, without → "
-        "with the adapter; drift = 1 − mean cosine of last-layer states without and with it)\n",
-        "| recipe | target | steps | MLM loss | drift | dev swap / keep (gain) | test swap / keep (gain) |",
-        "|---|---|---|---|---|---|---|",
+        "**Target language-adapter recipes** (`assets/recipes.json`; NER F1 means over the seeds of the English task "
+        "adapters, the transfer run's own and unchanged except for MAD-X 2.0, which trains its own; gain = swap − keep "
+        "English; MLM loss on the target's NER dev sentences, without → with the adapter; drift = 1 − mean cosine of "
+        "last-layer states without and with it)\n",
+        "| recipe | target | steps | seeds | MLM loss | drift | dev swap / keep (gain) | test swap / keep (gain) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     order = list(RECIPES)
     for r in sorted(summary, key=lambda r: (order.index(r["recipe"]), r["target"])):
@@ -106,7 +107,8 @@ def recipes_table(summary: list[dict]) -> str:
             for split in ("dev", "test")
         ]
         lines.append(
-            f"| {RECIPES[r['recipe']][2]} | {r['target']} | {r['steps']} | {r['mlm_loss_without']:.2f} → "
+            f"| {RECIPES[r['recipe']][2]} | {r['target']} | {r['steps']} | {r.get('test', {}).get('seeds', '–')} | "
+            f"{r['mlm_loss_without']:.2f} → "
             f"{r['mlm_loss']:.2f} | {r['drift']:.3f} | " + " | ".join(cells) + " |"
         )
     means = []
