@@ -59,9 +59,9 @@ def _path(p: str) -> str:
 STEPS = 500  # a config's training budget where it names neither steps nor epochs
 
 
-def _train_config(spec: dict, seed: int, preset: TrainConfig, run: dict, full: bool = False) -> TrainConfig:
-    """The preset with a spec's settings over it; with `full`, its full_* budget and rate (full fine-tuning has its
-    own)."""
+def config_from_spec(spec: dict, seed: int, preset: TrainConfig, run: dict, full: bool = False) -> TrainConfig:
+    """The preset with a config spec's settings over it (`run`: the whole config, for device and precision); with
+    `full`, its full_* budget and rate (full fine-tuning has its own)."""
     prefix = "full_" if full else ""
     return replace(
         preset,
@@ -147,7 +147,7 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
                 inv_adapter=inv,
                 leave_out=lang_spec.get("leave_out", []),
             )
-            config = _train_config(lang_spec, 0, LANGUAGE_ADAPTER, cfg)
+            config = config_from_spec(lang_spec, 0, LANGUAGE_ADAPTER, cfg)
             result = train_language_adapter(base, tokenizer, texts, name, adapter_config=adapter_config, config=config)
             _ship(base, name, target_dir, with_head=False)
             log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
@@ -205,7 +205,7 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
         adapter_config=replace(
             TASK_ADAPTER_SHAPE, reduction_factor=spec.get("reduction_factor", TASK_ADAPTER_SHAPE.reduction_factor)
         ),
-        config=_train_config(spec, seed, TASK_ADAPTER, cfg),
+        config=config_from_spec(spec, seed, TASK_ADAPTER, cfg),
     )
     _ship(base, name, out / "adapters" / "task" / name, with_head=True)
     print(f"{name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}", file=sys.stderr)
@@ -291,8 +291,8 @@ def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, syste
         if tgt is not None:  # MLM-TRG: adapt the whole model to the target language first
             # the language adapters' budget unless "mlm_trg" says otherwise; never their learning rate (2e-5 here)
             mlm_spec = {k: v for k, v in cfg.get("lang_adapter", {}).items() if k != "lr"} | cfg.get("mlm_trg", {})
-            train_mlm_full(model, tokenizer, texts_for(cfg, tgt), config=_train_config(mlm_spec, 0, MLM_FULL, cfg))
-        config = _train_config(spec, seed, FULL_FINE_TUNING, cfg, full=True)
+            train_mlm_full(model, tokenizer, texts_for(cfg, tgt), config=config_from_spec(mlm_spec, 0, MLM_FULL, cfg))
+        config = config_from_spec(spec, seed, FULL_FINE_TUNING, cfg, full=True)
         result = train_full(model, tokenizer, task, train, task, labels=labels, config=config)
         for t, examples in tests.items():
             if tgt is None or t == tgt:

@@ -1,8 +1,8 @@
 """Target language-adapter recipes, judged by what swapping them in does to zero-shot NER (issue 11).
 
-Two questions. How does swapping change as a language adapter trains longer (MAD-X's recipe for 100, 200 and 400
-steps: the learning curve the app draws)? And does a target adapter that STARTS FROM the source language's adapter
-make swapping help?
+Three questions. How does swapping change as a language adapter trains longer (MAD-X's recipe for 100, 200 and 400
+steps: the learning curve the app draws)? Does a target adapter that STARTS FROM the source language's adapter make
+swapping help? Does MAD-X 2.0 (no adapter in the last layer) help?
 
 MAD-X initialises every language adapter at random. On the offline backbone an adapter trained that way moves the
 representations far from where the English adapter puts them, and the English task adapter, trained on the English
@@ -31,79 +31,33 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 import madx_core as mx
 from madx_core import data as D
 from madx_core.atomic import atomic_write_text
 from madx_core.backbones import load_tokenizer
 from madx_core.evaluation import evaluate_ner
-from madx_core.features import mask_tokens, pad_batch
-from madx_core.mlm import mlm_features, train_language_adapter
-from madx_core.model import MLM_HEAD
+from madx_core.mlm import train_language_adapter
 from madx_core.training import (
     LANGUAGE_ADAPTER,
     LANGUAGE_ADAPTER_SHAPE,
     TASK_ADAPTER,
-    seed_everything,
-    train_adapter,
     train_task_adapter,
 )
-from madx_core.transfer import texts_for
+from madx_core.transfer import config_from_spec, texts_for
 from scripts.lang_adapter_study import mlm_loss_and_drift
 
 TARGETS = {"sw": "swa", "ha": "hau", "pcm": "pcm"}
 KEEP = {"PER", "LOC", "ORG"}
 # name -> (start from the English adapter?, steps, what it is). "cold" is the transfer run's own adapter (MAD-X's
 # recipe: 400 steps from a random start), evaluated as it is; "cold-N" trains that recipe for N steps (the learning
-# curve); "anchor-K" starts warm and adds K x (1 - cosine) between the last-layer states with the new adapter and with
-# the English adapter on the same masked text: a leash that keeps it near the space the task adapter knows.
+# curve); "warm" starts from the English adapter; "madx2" trains its own English adapter and task adapters too.
 RECIPES = {
     "cold": (False, None, "MAD-X: random start, MLM (the shipped adapter)"),
     "cold-100": (False, 100, "MAD-X's recipe, 100 steps"),
     "cold-200": (False, 200, "MAD-X's recipe, 200 steps"),
     "warm": (True, 400, "starts from the English adapter, then MLM"),
-    "warm-100": (True, 100, "starts from the English adapter, 100 steps"),
-    "warm-1000": (True, 1000, "starts from the English adapter, 1,000 steps"),
-    "anchor-3": (True, 400, "from the English adapter; MLM + 3 x (1 - cos) to its states"),
-    "anchor-10": (True, 400, "from the English adapter; MLM + 10 x (1 - cos) to its states"),
     "madx2": (False, 400, "MAD-X 2.0: no adapter in the last layer (English adapter and task adapters retrained)"),
 }
-
-
-class AnchoredMLMStep:
-    """MLM loss of the new adapter plus `weight` x mean (1 - cosine) of its last-layer states to the anchor adapter's
-    on the same masked batch (a variant beyond the paper: MAD-X trains on the MLM loss alone)."""
-
-    def __init__(self, model, tokenizer, name: str, anchor: str, weight: float, seed: int) -> None:
-        self.model, self.tokenizer, self.name, self.anchor, self.k = model, tokenizer, name, anchor, weight
-        self.generator = torch.Generator().manual_seed(seed + 1)
-        self.weight = 0
-
-    def __call__(self, batch: list[dict], rows: slice | None = None) -> torch.Tensor:
-        pad_id = self.tokenizer.pad_token_id
-        b = pad_batch(batch, pad_id, ("input_ids", "special_tokens_mask"))
-        mask = (b["input_ids"] != pad_id).long()
-        special = b["special_tokens_mask"].bool() | ~mask.bool()
-        inputs, labels = mask_tokens(
-            b["input_ids"], special, self.tokenizer.mask_token_id, len(self.tokenizer), generator=self.generator
-        )
-        out = self.model(inputs, mask, adapters=self.name, head=MLM_HEAD, labels=labels)
-        with torch.no_grad():
-            anchor = self.model.encode(inputs, mask, adapters=self.anchor)
-        cos = torch.nn.functional.cosine_similarity(out.hidden_states.float(), anchor.float(), dim=-1)[mask.bool()]
-        self.weight = int((labels != -100).sum())
-        return out.loss + self.k * (1 - cos).mean()
-
-
-def train_anchored(model, tokenizer, texts: list[str], name: str, weight: float, config) -> object:
-    """A language adapter started from "en" and trained with AnchoredMLMStep (single process)."""
-    features = mlm_features(tokenizer, [t for t in texts if t.strip()], config.max_length)
-    seed_everything(config.seed)
-    model.add_adapter(name, overwrite=True, init_from="en")
-    model.set_trainable(adapters=[name])
-    step = AnchoredMLMStep(model, tokenizer, name, "en", weight, config.seed)
-    return train_adapter(model, name, features, step, config, None, False, None, None)
 
 
 MADX2 = replace(LANGUAGE_ADAPTER_SHAPE, leave_out=[11])  # MAD-X 2.0 (Pfeiffer et al., 2021): last layer left out
@@ -129,15 +83,7 @@ def madx2_sources(model, tokenizer, cfg: dict, config, seeds: list[int], folder:
             model.load_adapter(folder / name, load_as=name)
             continue
         train = D.restrict_labels(D.read_conll(os.path.expandvars(spec["train"])), KEEP)
-        task_config = replace(
-            TASK_ADAPTER,
-            steps=spec["steps"],
-            batch_size=spec["batch_size"],
-            learning_rate=spec["lr"],
-            max_length=spec["max_length"],
-            seed=seed,
-            precision=cfg.get("precision", "fp32"),
-        )
+        task_config = config_from_spec(spec, seed, TASK_ADAPTER, cfg)
         train_task_adapter(
             model, tokenizer, "ner", train, name, lang_adapter="en-madx2", labels=D.label_list(train),
             config=task_config, out_dir=folder / name,
@@ -200,14 +146,7 @@ def main() -> None:
         model.load_adapter(run / "adapters" / "task" / f"ner-madx-s{seed}", load_as=f"ner-s{seed}")
         model.load_adapter(run / "adapters" / "task" / f"ner-madx-lad-s{seed}", load_as=f"lad-s{seed}")
     la = cfg["lang_adapter"]
-    recipe_config = replace(
-        LANGUAGE_ADAPTER,
-        steps=la["steps"],
-        batch_size=la["batch_size"],
-        max_length=la["max_length"],
-        learning_rate=la["lr"],
-        precision=cfg.get("precision", "fp32"),
-    )
+    recipe_config = config_from_spec(cfg["lang_adapter"], 0, LANGUAGE_ADAPTER, cfg)  # as the run's adapters
 
     for tgt in args.targets.split(","):
         splits = {
@@ -248,12 +187,6 @@ def main() -> None:
                     config=replace(recipe_config, steps=steps),
                     out_dir=out.parent / "adapters" / recipe / tgt,
                 )
-                item.update(steps=result.steps, train_seconds=round(time.perf_counter() - started))
-                item["final_loss"] = result.losses[-1]
-            elif recipe.startswith("anchor-"):
-                started = time.perf_counter()
-                config = replace(recipe_config, steps=steps)
-                result = train_anchored(model, tokenizer, texts_for(cfg, tgt), name, float(recipe[7:]), config)
                 item.update(steps=result.steps, train_seconds=round(time.perf_counter() - started))
                 item["final_loss"] = result.losses[-1]
             elif steps is not None:

@@ -29,7 +29,8 @@ from madx_core import data as D
 from madx_core.atomic import atomic_write_text
 from madx_core.backbones import load_tokenizer
 from madx_core.evaluation import evaluate_ner
-from madx_core.training import TrainConfig, train_task_adapter
+from madx_core.training import TASK_ADAPTER, train_task_adapter
+from madx_core.transfer import config_from_spec
 
 TARGETS = {"sw": "swa", "ha": "hau", "pcm": "pcm"}
 KEEP = {"PER", "LOC", "ORG"}
@@ -67,14 +68,7 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         if (tuple(pool), seed) in done:
             continue
-        config = TrainConfig(
-            steps=spec["steps"],
-            batch_size=spec["batch_size"],
-            learning_rate=spec["lr"],
-            max_length=spec["max_length"],
-            seed=seed,
-            precision=cfg.get("precision", "fp32"),
-        )
+        config = config_from_spec(spec, seed, TASK_ADAPTER, cfg)
         name = f"ner-pool-s{seed}"
         started = time.perf_counter()
         lang_adapter = pool if len(pool) > 1 else pool[0]
