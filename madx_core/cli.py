@@ -264,8 +264,10 @@ def cmd_evaluate(args) -> dict:
 
 
 def cmd_transfer(args) -> dict:
-    from .transfer import run_transfer
+    from .transfer import merge_runs, run_transfer
 
+    if args.merge:
+        return merge_runs(args.config, args.out, args.merge)
     return run_transfer(args.config, args.out, only=args.only.split(",") if args.only else None)
 
 
@@ -367,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated systems to compute in this invocation (the rest of the config's rows are kept as they "
         "are, or left for a later run)",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="add the rows of these output folders (runs of the same config elsewhere, e.g. --only on a GPU) to --out "
+        "instead of computing anything; only rows this config would compute the same way are taken",
     )
     p.add_argument("--json", action="store_true")
     return parser

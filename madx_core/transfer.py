@@ -116,7 +116,6 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
     base = AdapterModel.from_pretrained(backbone)
     tokenizer = load_tokenizer(backbone)
     rows = _finished_rows(out, cfg)  # a run that was cut off resumes where it stopped
-    done = {(r["task"], r["system"], r["seed"], r["source"]) for r in rows}
     started = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -160,12 +159,13 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
             labels = get_task(task).labels(train)
             for seed in task_seeds:
                 for system in task_systems:
-                    if system == "madx-src" or (task, system, seed, src) in done:
+                    if system == "madx-src" or _done(rows, task, system, seed, src, tests):
                         continue  # madx-src is scored together with madx
                     if only is not None and system not in only:
                         continue
                     if seed not in spec.get("system_seeds", {}).get(system, [seed]):
                         continue  # a costly system may run fewer seeds
+                    rows = [r for r in rows if not _same_run(r, task, system, seed, src)]  # a partial one is redone
                     log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
                     if system in ("baseline", "mlm-trg"):
                         rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src)
@@ -177,6 +177,43 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
                     write_results(out, rows, cfg)
     write_results(out, rows, cfg)
     return {"rows": len(rows), "out": str(out), "summary": summarise(rows)}
+
+
+def merge_runs(config_path: str | Path, out_dir: str | Path, others: list[str | Path]) -> dict:
+    """Add to out_dir's results the rows of other output folders of the same config (e.g. runs of `--only` on other
+    machines, or of one target each), under the rule a resumed run uses: a row is taken only if this config would
+    compute it the same way (backbone, texts, adapters' and task's settings, the target's test file). Computes
+    nothing; a row already in out_dir wins."""
+    cfg = json.loads(Path(config_path).read_text())
+    out = Path(out_dir)
+    rows = _finished_rows(out, cfg)
+    have = {_key(r) for r in rows}
+    for other in others:
+        if not (Path(other) / "results.json").is_file():
+            raise FileNotFoundError(f"no results.json in {other}")
+        new = [r for r in _finished_rows(Path(other), cfg) if _key(r) not in have]
+        rows += new
+        have |= {_key(r) for r in new}
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out, rows, cfg)
+    return {"rows": len(rows), "out": str(out), "summary": summarise(rows)}
+
+
+def _key(r: dict) -> tuple:
+    return r["task"], r["system"], r["seed"], r["source"], r["target"], r["metric"]
+
+
+def _same_run(r: dict, task: str, system: str, seed: int, src: str) -> bool:
+    """Whether row r came from this (task, system, seed, source) training run (madx-src is scored with madx)."""
+    systems = {system, "madx-src"} if system == "madx" else {system}
+    return r["task"] == task and r["system"] in systems and r["seed"] == seed and r["source"] == src
+
+
+def _done(rows: list[dict], task: str, system: str, seed: int, src: str, tests: dict) -> bool:
+    """Whether rows already score this training run on every target it is evaluated on (MLM-TRG: all but the
+    source)."""
+    targets = {t for t in tests if not (system == "mlm-trg" and t == src)}
+    return targets <= {r["target"] for r in rows if _same_run(r, task, system, seed, src) and r["system"] == system}
 
 
 def _sources(spec: dict, systems: list[str], seeds: list[int]) -> list[tuple[str, list[str], list[int]]]:
@@ -236,7 +273,8 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
     before = previous.get("meta", {}).get("config", {})
 
     # Keys that only choose which rows to compute; every other key of a task changes how its rows are computed.
-    selection = {"systems", "seeds", "system_seeds", "sources", "source_systems", "source_seeds"}
+    # A target changes only its own rows: they are kept while its test file stays the same.
+    selection = {"systems", "seeds", "system_seeds", "sources", "source_systems", "source_seeds", "targets"}
 
     def spec(c: dict, task: str) -> dict:
         return {k: v for k, v in c["tasks"][task].items() if k not in selection}
@@ -254,7 +292,9 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
         for src, systems, seeds in _sources(spec, cfg.get("systems", DEFAULT_SYSTEMS), cfg.get("seeds", [1])):
             if r["source"] == src:
                 seeds = spec.get("system_seeds", {}).get(r["system"], seeds)
-                return r["system"] in [*systems, "madx-src"] and r["seed"] in seeds
+                test_file = before["tasks"][r["task"]].get("targets", {}).get(r["target"])
+                same_test = test_file is not None and test_file == spec["targets"].get(r["target"])
+                return r["system"] in [*systems, "madx-src"] and r["seed"] in seeds and same_test
         return False
 
     return [r for r in previous["rows"] if r["task"] in cfg["tasks"] and same(r["task"]) and wanted(r)]

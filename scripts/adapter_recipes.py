@@ -58,6 +58,19 @@ RECIPES = {
     "warm": (True, 400, "starts from the English adapter, then MLM"),
     "madx2": (False, 400, "MAD-X 2.0: no adapter in the last layer (English adapter and task adapters retrained)"),
 }
+# "long-N": checkpoints of one GPU run per language at the paper's batch and rate (64 x 128 tokens at 1e-4, linear
+# schedule over 5,000 steps, stopped by a 250 s budget near 4k), trained by scripts.long_adapters; "long-first" is
+# where that budget ended, "long-last" where its continuation (weights kept; a new optimiser and 4,500-step schedule,
+# stopped by a 160 s budget near 7k) ended.
+RECIPES["long-first"] = (False, None, "paper batch 64 (GPU run), end of its first 250 s (~4k steps)")
+RECIPES["long-last"] = (False, None, "paper batch 64 (GPU run), continued for 160 s more (~7k steps)")
+
+
+def recipe_info(name: str) -> tuple[bool, int | None, str]:
+    """(warm start?, steps to train here or None, what it is) of a recipe name; long-N for any N."""
+    if name.startswith("long-") and name[5:].isdigit():
+        return False, None, f"paper batch 64 (GPU run), checkpoint at {int(name[5:]):,} steps"
+    return RECIPES[name]
 
 
 MADX2 = replace(LANGUAGE_ADAPTER_SHAPE, leave_out=[11])  # MAD-X 2.0 (Pfeiffer et al., 2021): last layer left out
@@ -96,7 +109,7 @@ def summarise(report: dict) -> list[dict]:
     out = []
     for item in report["items"]:
         row = {k: item.get(k) for k in ("recipe", "target", "steps", "mlm_loss_without", "mlm_loss", "drift")}
-        row["warm"] = RECIPES[item["recipe"]][0]
+        row["warm"] = recipe_info(item["recipe"])[0]
         row["curve"] = item["recipe"] == "cold" or item["recipe"].startswith("cold-")  # MAD-X's recipe at a budget
         for split in ("dev", "test"):
             seeds = sorted(k.split("/")[-1] for k in item["f1"] if k.startswith(f"{split}/swap/"))
@@ -127,6 +140,8 @@ def main() -> None:
     p.add_argument("--targets", default="sw,ha,pcm")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--out", default="runs/recipes/recipes.json")
+    p.add_argument("--long", default="runs/long", help="scripts.long_adapters output, for the long-* recipes")
+    p.add_argument("--device", default="cpu", help="where to evaluate (training follows the config's device)")
     args = p.parse_args()
     data = Path(os.environ.get("MADX_DATA_DIR", "../shared/data"))
     cfg = json.loads(Path(args.config).read_text())
@@ -141,6 +156,7 @@ def main() -> None:
 
     model = mx.AdapterModel.from_pretrained(cfg["backbone"])
     tokenizer = load_tokenizer(cfg["backbone"])
+    model.to(args.device)
     model.load_adapter(run / "adapters" / "lang" / "en", load_as="en")
     for seed in seeds:
         model.load_adapter(run / "adapters" / "task" / f"ner-madx-s{seed}", load_as=f"ner-s{seed}")
@@ -170,7 +186,7 @@ def main() -> None:
         for recipe in args.recipes.split(","):
             if any(i["recipe"] == recipe and i["target"] == tgt for i in report["items"]):
                 continue
-            warm, steps, _ = RECIPES[recipe]
+            warm, steps, _ = recipe_info(recipe)
             name = f"{tgt}-{recipe}"
             item = {"recipe": recipe, "target": tgt, "f1": {}}
             stack_en, task = "en", "ner-s{seed}"
@@ -203,6 +219,12 @@ def main() -> None:
                 item.update(
                     steps=result.steps, train_seconds=round(time.perf_counter() - started), final_loss=result.losses[-1]
                 )
+            elif recipe.startswith("long-"):  # a checkpoint of scripts.long_adapters' run for this language
+                runs = {int(d.name.split("-")[1]): d for d in (Path(args.long) / tgt).glob("step-*")}
+                log = json.loads((Path(args.long) / f"{tgt}.json").read_text())  # the first run's
+                step = {"long-last": max(runs), "long-first": log["steps_done"]}.get(recipe) or int(recipe[5:])
+                model.load_adapter(runs[step], load_as=name)
+                item.update(steps=step, batch_size=log["recipe"]["batch_size"])
             else:  # the transfer run's own adapter, trained with the config's recipe
                 model.load_adapter(run / "adapters" / "lang" / tgt, load_as=name)
                 item["steps"] = la["steps"]

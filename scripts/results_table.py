@@ -90,7 +90,12 @@ def text_table(stats: dict) -> str:
 def recipes_table(summary: list[dict]) -> str:
     """Target language-adapter recipes (scripts/adapter_recipes.py): each adapter's MLM loss and drift, and what
     swapping it in does to zero-shot NER against keeping the English adapter, on dev and on test."""
-    from scripts.adapter_recipes import RECIPES
+    from scripts.adapter_recipes import RECIPES, recipe_info
+
+    def rank(name: str) -> tuple:  # the named recipes in their order, then the GPU run's checkpoints by step
+        if name.startswith("long-"):
+            return len(RECIPES), int(name[5:]) if name[5:].isdigit() else float("inf")
+        return list(RECIPES).index(name), 0
 
     lines = [
         "**Target language-adapter recipes** (`assets/recipes.json`; NER F1 means over the seeds of the English task "
@@ -100,14 +105,14 @@ def recipes_table(summary: list[dict]) -> str:
         "| recipe | target | steps | seeds | MLM loss | drift | dev swap / keep (gain) | test swap / keep (gain) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    order = list(RECIPES)
-    for r in sorted(summary, key=lambda r: (order.index(r["recipe"]), r["target"])):
+    order = sorted({r["recipe"] for r in summary}, key=rank)
+    for r in sorted(summary, key=lambda r: (rank(r["recipe"]), r["target"])):
         cells = [
             f"{r[split]['swap']:.1f} / {r[split]['keep']:.1f} ({r[split]['gain']:+.1f})" if split in r else "–"
             for split in ("dev", "test")
         ]
         lines.append(
-            f"| {RECIPES[r['recipe']][2]} | {r['target']} | {r['steps']} | {r.get('test', {}).get('seeds', '–')} | "
+            f"| {recipe_info(r['recipe'])[2]} | {r['target']} | {r['steps']} | {r.get('test', {}).get('seeds', '–')} | "
             f"{r['mlm_loss_without']:.2f} → "
             f"{r['mlm_loss']:.2f} | {r['drift']:.3f} | " + " | ".join(cells) + " |"
         )
@@ -117,7 +122,7 @@ def recipes_table(summary: list[dict]) -> str:
         if rows:
             dev = sum(r["dev"]["gain"] for r in rows) / len(rows)
             test = sum(r["test"]["gain"] for r in rows) / len(rows)
-            means.append(f"{RECIPES[name][2]}: dev {dev:+.1f}, test {test:+.1f} ({len(rows)} targets)")
+            means.append(f"{recipe_info(name)[2]}: dev {dev:+.1f}, test {test:+.1f} ({len(rows)} targets)")
     lines += ["", "Mean gain of swapping over keeping the English adapter, per recipe: " + "; ".join(means) + "."]
     return "\n".join(lines) + "\n"
 

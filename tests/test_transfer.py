@@ -8,7 +8,7 @@ import pytest
 from helpers import make_word_tokenizer, ner_sentences, save_tiny_backbone, sw_texts
 
 from madx_core import data as D
-from madx_core.transfer import run_transfer
+from madx_core.transfer import merge_runs, run_transfer
 
 
 def write_data(folder: Path, **files: list) -> None:
@@ -141,3 +141,50 @@ def test_transfer_only_computes_the_named_systems_and_keeps_the_whole_config(tmp
     assert {r["system"] for r in rows} == {"baseline", "madx", "madx-src"}
     with pytest.raises(ValueError, match="unknown systems"):
         run_transfer(tmp_path / "cfg.json", out, only=["madx-x"])
+
+
+def test_runs_of_one_target_each_merge_into_the_whole_run(tmp_path):
+    """MLM-TRG run as one process per target (e.g. side by side on one GPU), merged into the run of the whole config:
+    the merged run has every target's row once and computes nothing more; a row scored on another test file is not
+    taken; and a config that later asks for a new target scores it without duplicating the others."""
+    write_data(
+        tmp_path,
+        **{"en.txt": ner_sentences(30), "sw.txt": ner_sentences(20, seed=1), "ha.txt": ner_sentences(20, seed=2)},
+    )
+    cfg = ner_config(tmp_path, ["mlm-trg"], {"en": "en.txt", "sw": "sw.txt", "ha": "ha.txt"}, steps=2, full_steps=2)
+    cfg["seeds"] = [1]
+    cfg["texts"]["ha"] = [str(tmp_path / "ha.txt")]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    for tgt in ("sw", "ha"):
+        part = json.loads(json.dumps(cfg))
+        part["tasks"]["ner"]["targets"] = {t: cfg["tasks"]["ner"]["targets"][t] for t in ("en", tgt)}
+        (tmp_path / f"cfg-{tgt}.json").write_text(json.dumps(part))
+        run_transfer(tmp_path / f"cfg-{tgt}.json", tmp_path / f"out-{tgt}", only=["mlm-trg"])
+    out = tmp_path / "out"
+    merge_runs(tmp_path / "cfg.json", out, [tmp_path / "out-sw", tmp_path / "out-ha"])
+    merged = json.loads((out / "results.json").read_text())
+    assert sorted((r["system"], r["target"]) for r in merged["rows"]) == [("mlm-trg", "ha"), ("mlm-trg", "sw")]
+    assert merged["meta"]["config"] == cfg
+    run_transfer(tmp_path / "cfg.json", out)
+    assert json.loads((out / "results.json").read_text())["rows"] == merged["rows"]  # nothing left to compute
+
+    other = json.loads(json.dumps(cfg))
+    other["tasks"]["ner"]["targets"]["ha"] = str(tmp_path / "sw.txt")  # ha's rows scored on another file
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    merge_runs(tmp_path / "other.json", tmp_path / "out-other", [tmp_path / "out-ha", tmp_path / "out-sw"])
+    kept = json.loads((tmp_path / "out-other" / "results.json").read_text())["rows"]
+    assert [r["target"] for r in kept] == ["sw"]
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        merge_runs(tmp_path / "cfg.json", out, [tmp_path / "missing"])
+
+    madx = ner_config(tmp_path, ["madx"], {"en": "en.txt", "sw": "sw.txt"}, steps=2)
+    madx["seeds"] = [1]
+    (tmp_path / "madx.json").write_text(json.dumps(madx))
+    run_transfer(tmp_path / "madx.json", tmp_path / "out-madx")
+    madx["tasks"]["ner"]["targets"]["ha"] = str(tmp_path / "ha.txt")
+    madx["texts"]["ha"] = [str(tmp_path / "ha.txt")]
+    (tmp_path / "madx.json").write_text(json.dumps(madx))
+    run_transfer(tmp_path / "madx.json", tmp_path / "out-madx")
+    rows = json.loads((tmp_path / "out-madx" / "results.json").read_text())["rows"]
+    cells = [(r["system"], r["target"]) for r in rows]
+    assert sorted(cells) == sorted((s, t) for s in ("madx", "madx-src") for t in ("en", "sw", "ha"))
