@@ -32,6 +32,7 @@ import torch
 
 from . import data as D
 from .adapters import Stack
+from .atomic import atomic_write_text
 from .mlm import train_language_adapter, train_mlm_full
 from .model import AdapterModel
 from .results import held_out_split, score_rows, summarise, write_results
@@ -135,7 +136,13 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
             name = lang + suffix
             given = cfg.get("lang_adapter_dirs" + suffix, {}).get(lang)
             target_dir = Path(_path(given)) if given else out / "adapters" / f"lang{suffix}" / lang
-            if target_dir.is_dir():
+            # What the adapter was trained from, kept beside it: an adapter of another recipe, text or backbone is
+            # trained again (its rows were already dropped by _finished_rows). A folder without the record (given,
+            # or from a run before records were kept) is used as it is.
+            record = {"backbone": backbone, "texts": cfg["texts"].get(lang), "lang_adapter": lang_spec, "inv": inv}
+            record["precision"] = cfg.get("precision")
+            made = target_dir / "madx_training.json"
+            if target_dir.is_dir() and (given or not made.is_file() or json.loads(made.read_text()) == record):
                 base.load_adapter(target_dir, load_as=name)
                 continue
             texts = texts_for(cfg, lang)
@@ -149,6 +156,7 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
             config = config_from_spec(lang_spec, 0, LANGUAGE_ADAPTER, cfg)
             result = train_language_adapter(base, tokenizer, texts, name, adapter_config=adapter_config, config=config)
             _ship(base, name, target_dir, with_head=False)
+            atomic_write_text(made, json.dumps(record, indent=2) + "\n")
             log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
 
     # 2. Task training on each source, zero-shot evaluation on every target.

@@ -110,7 +110,9 @@ def summarise(report: dict) -> list[dict]:
     for item in report["items"]:
         row = {k: item.get(k) for k in ("recipe", "target", "steps", "mlm_loss_without", "mlm_loss", "drift")}
         row["warm"] = recipe_info(item["recipe"])[0]
-        row["curve"] = item["recipe"] == "cold" or item["recipe"].startswith("cold-")  # MAD-X's recipe at a budget
+        row["batch_size"] = item.get("batch_size")
+        # MAD-X's recipe at a budget: the CPU recipe's batch (cold, cold-N) or the paper's batch on a GPU (long-*)
+        row["curve"] = item["recipe"] == "cold" or item["recipe"].startswith(("cold-", "long-"))
         for split in ("dev", "test"):
             seeds = sorted(k.split("/")[-1] for k in item["f1"] if k.startswith(f"{split}/swap/"))
             refs = [
@@ -163,6 +165,8 @@ def main() -> None:
         model.load_adapter(run / "adapters" / "task" / f"ner-madx-lad-s{seed}", load_as=f"lad-s{seed}")
     la = cfg["lang_adapter"]
     recipe_config = config_from_spec(cfg["lang_adapter"], 0, LANGUAGE_ADAPTER, cfg)  # as the run's adapters
+    for item in report["items"]:  # every recipe but long-* trains with the config's batch
+        item.setdefault("batch_size", recipe_config.batch_size)
 
     for tgt in args.targets.split(","):
         splits = {
@@ -188,7 +192,7 @@ def main() -> None:
                 continue
             warm, steps, _ = recipe_info(recipe)
             name = f"{tgt}-{recipe}"
-            item = {"recipe": recipe, "target": tgt, "f1": {}}
+            item = {"recipe": recipe, "target": tgt, "f1": {}, "batch_size": recipe_config.batch_size}
             stack_en, task = "en", "ner-s{seed}"
             if recipe == "madx2":  # its own English adapter and English task adapters, without layer 11 either
                 stack_en, task = "en-madx2", "ner-madx2-s{seed}"

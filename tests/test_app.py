@@ -568,19 +568,24 @@ def test_learning_curve_draws_the_shipped_recipes_and_its_reading_follows_them(s
     shipped = json.loads((REPO / "assets" / "recipes.json").read_text())["summary"]
     assert demo.state.results.recipes() == shipped
     curve = [r for r in shipped if r["curve"]]  # MAD-X's recipe at each budget, not the variants
-    assert {r["recipe"] for r in curve} == {"cold", "cold-100", "cold-200"}
-    langs = sorted({r["target"] for r in curve})
+    assert {"cold", "cold-100", "cold-200"} <= {r["recipe"] for r in curve}
+    assert all(r["recipe"].startswith(("cold", "long-")) for r in curve)
+    series = sorted({(r["target"], r["batch_size"]) for r in curve})
     fig = curve_figure(shipped).to_dict()
     loss = {t["name"]: t for t in fig["data"] if t["xaxis"] == "x"}
     gain = {t["name"]: t for t in fig["data"] if t["xaxis"] == "x2"}
-    assert sorted(loss) == sorted(gain) == langs
-    for lang in langs:
-        rows = sorted((r for r in curve if r["target"] == lang), key=lambda r: r["steps"])
-        assert list(loss[lang]["x"]) == [0] + [r["steps"] for r in rows]  # 0 steps: the loss with no adapter
-        assert list(loss[lang]["y"]) == [rows[0]["mlm_loss_without"]] + [r["mlm_loss"] for r in rows]
-        assert list(gain[lang]["y"]) == [r["test"]["gain"] for r in rows]
+    assert sorted(loss) == sorted(gain) == sorted(f"{lang}, batches of {b}" for lang, b in series)
+    assert fig["layout"]["xaxis"]["type"] == "log"
+    for lang, batch in series:
+        rows = sorted((r for r in curve if (r["target"], r["batch_size"]) == (lang, batch)), key=lambda r: r["steps"])
+        name = f"{lang}, batches of {batch}"
+        assert list(loss[name]["x"]) == [r["steps"] * batch for r in rows]  # sequences trained on
+        assert list(loss[name]["y"]) == [r["mlm_loss"] for r in rows]
+        assert list(gain[name]["y"]) == [r["test"]["gain"] for r in rows]
         # the gain is swapping minus keeping the English adapter, both rounded to 0.1
         assert all(abs(r["test"]["gain"] - (r["test"]["swap"] - r["test"]["keep"])) < 0.11 for r in rows)
+    no_adapter = {s["y0"] for s in fig["layout"]["shapes"] if s["yref"] == "y"}  # dotted: the loss with no adapter
+    assert no_adapter == {r["mlm_loss_without"] for r in curve}
     # The reading's verdict follows the signs of the gains: flip them and it changes.
     wins = sum(r["test"]["gain"] > 0 for r in curve)
     assert ("never beats" in curve_reading(shipped)) == (wins == 0)

@@ -188,3 +188,29 @@ def test_runs_of_one_target_each_merge_into_the_whole_run(tmp_path):
     rows = json.loads((tmp_path / "out-madx" / "results.json").read_text())["rows"]
     cells = [(r["system"], r["target"]) for r in rows]
     assert sorted(cells) == sorted((s, t) for s in ("madx", "madx-src") for t in ("en", "sw", "ha"))
+
+
+def test_a_changed_language_adapter_recipe_trains_the_adapters_again(tmp_path):
+    """A run keeps what its language adapters were trained from beside them: the same config reuses them, a changed
+    recipe trains them again (their rows are recomputed too), so no row is scored with a stale adapter."""
+    write_data(tmp_path, **{"en.txt": ner_sentences(30), "sw.txt": ner_sentences(20, seed=1)})
+    cfg = ner_config(tmp_path, ["madx"], {"sw": "sw.txt"}, steps=2)
+    cfg["seeds"] = [1]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    run_transfer(tmp_path / "cfg.json", out)
+    sw = out / "adapters" / "lang" / "sw"
+    first = (sw / "adapter.safetensors").read_bytes()
+    assert json.loads((sw / "madx_training.json").read_text())["lang_adapter"] == cfg["lang_adapter"]
+    run_transfer(tmp_path / "cfg.json", out)
+    assert (sw / "adapter.safetensors").read_bytes() == first  # unchanged config: reused
+    cfg["lang_adapter"]["steps"] = 4
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run_transfer(tmp_path / "cfg.json", out)
+    assert (sw / "adapter.safetensors").read_bytes() != first
+    assert json.loads((sw / "madx_training.json").read_text())["lang_adapter"]["steps"] == 4
+    rows = json.loads((out / "results.json").read_text())
+    assert rows["meta"]["config"]["lang_adapter"]["steps"] == 4 and {r["system"] for r in rows["rows"]} == {
+        "madx",
+        "madx-src",
+    }
