@@ -131,3 +131,24 @@ def test_length_grouped_batches_cover_the_epoch_with_little_padding():
     random_batches = epoch_batches(features, 16, torch.Generator().manual_seed(1), group=False)
     real = sum(len(f["input_ids"]) for f in features)
     assert padded(grouped) < 1.1 * real < padded(random_batches) / 1.5
+
+
+def test_bf16_run_casts_frozen_weights_once_with_the_same_losses(ner_data, monkeypatch):
+    """A bf16 run gives the frozen Linear weights one bf16 copy for the whole run instead of autocast's cast at every
+    step: the losses are those of plain autocast, and afterwards the fp32 weights and the tied decoder are back."""
+    from madx_core import distributed as dist
+
+    _, texts, tok = ner_data
+    config = TrainConfig(steps=4, batch_size=4, max_length=32, seed=1, learning_rate=1e-3, precision="bf16")
+    shape = mx.AdapterConfig(reduction_factor=4, inv_adapter="nice")
+    model = tiny(tok)
+    weights = {n: p.clone() for n, p in model.named_parameters()}
+    cast = train_language_adapter(model, tok, texts, "sw", adapter_config=shape, config=config).losses
+    assert model.lm_head.decoder.weight is model.word_embeddings.weight  # tied again
+    for n, p in model.named_parameters():
+        if not n.startswith("adapters."):
+            assert p.dtype == torch.float32 and torch.equal(p, weights[n]), n  # the frozen weights, as they were
+
+    monkeypatch.setattr(dist, "cast_frozen_weights", lambda model, precision: lambda: None)  # autocast alone
+    plain = train_language_adapter(tiny(tok), tok, texts, "sw", adapter_config=shape, config=config).losses
+    assert cast == pytest.approx(plain, abs=1e-6)
