@@ -268,7 +268,12 @@ def cmd_transfer(args) -> dict:
 
     if args.merge:
         return merge_runs(args.config, args.out, args.merge)
-    return run_transfer(args.config, args.out, only=args.only.split(",") if args.only else None)
+    return run_transfer(
+        args.config,
+        args.out,
+        only=args.only.split(",") if args.only else None,
+        targets=args.targets.split(",") if args.targets else None,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -369,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated systems to compute in this invocation (the rest of the config's rows are kept as they "
         "are, or left for a later run)",
+    )
+    p.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated target languages to score in this invocation (e.g. one process per target); the other "
+        "targets' rows are kept as they are, or left for a later run",
     )
     p.add_argument(
         "--merge",

@@ -95,11 +95,14 @@ def load_task(task: str, spec: dict, train_file: str | None = None) -> tuple[lis
     return train, tests
 
 
-def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] | None = None) -> dict:
+def run_transfer(
+    config_path: str | Path, out_dir: str | Path, only: list[str] | None = None, targets: list[str] | None = None
+) -> dict:
     """Run every (task, system, seed) of the config; write results.json / results.csv into out_dir.
 
-    `only` computes just those systems now (e.g. the costly baselines on another machine); results.json still records
-    the whole config, and a later run adds what is missing.
+    `only` computes just those systems now (e.g. the costly baselines on another machine), `targets` scores just those
+    target languages (e.g. one process per target on one GPU, merged afterwards with merge_runs); results.json still
+    records the whole config, and a later run adds what is missing.
     """
     from .backbones import load_tokenizer
 
@@ -117,6 +120,7 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
     base = AdapterModel.from_pretrained(backbone)
     tokenizer = load_tokenizer(backbone)
     rows = _finished_rows(out, cfg)  # a run that was cut off resumes where it stopped
+    work = cfg if targets is None else _with_targets(cfg, targets)  # what this invocation computes
     started = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -127,8 +131,8 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
     for inv, suffix, system in (("nice", "", "madx"), (None, "_noinv", "madx-inv")):
         if only is not None and system not in only:
             continue
-        needed = set(cfg.get("extra_languages", [])) if system == "madx" else set()
-        for spec in cfg["tasks"].values():
+        needed = set(cfg.get("extra_languages", [])) if system == "madx" and targets is None else set()
+        for spec in work["tasks"].values():
             for src, systems_, _ in _sources(spec, systems, seeds):
                 if system in systems_:
                     needed |= {src, *spec["targets"]}
@@ -160,7 +164,7 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
             log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
 
     # 2. Task training on each source, zero-shot evaluation on every target.
-    for task, spec in cfg["tasks"].items():
+    for task, spec in work["tasks"].items():
         for src, task_systems, task_seeds in _sources(spec, systems, seeds):
             train_file = spec["train"] if src == spec.get("source", "en") else spec["sources"][src]
             train, tests = load_task(task, spec, train_file)
@@ -173,7 +177,8 @@ def run_transfer(config_path: str | Path, out_dir: str | Path, only: list[str] |
                         continue
                     if seed not in spec.get("system_seeds", {}).get(system, [seed]):
                         continue  # a costly system may run fewer seeds
-                    rows = [r for r in rows if not _same_run(r, task, system, seed, src)]  # a partial one is redone
+                    # a partly scored run is trained again and scored on these targets (other targets' rows stay)
+                    rows = [r for r in rows if not (_same_run(r, task, system, seed, src) and r["target"] in tests)]
                     log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
                     if system in ("baseline", "mlm-trg"):
                         rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src)
@@ -205,6 +210,19 @@ def merge_runs(config_path: str | Path, out_dir: str | Path, others: list[str | 
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, rows, cfg)
     return {"rows": len(rows), "out": str(out), "summary": summarise(rows)}
+
+
+def _with_targets(cfg: dict, targets: list[str]) -> dict:
+    """The config with each task's targets cut to `targets` (a task with none of them is left out)."""
+    known = {t for spec in cfg["tasks"].values() for t in spec["targets"]}
+    if set(targets) - known:
+        raise ValueError(f"unknown targets {sorted(set(targets) - known)}; the config has {', '.join(sorted(known))}")
+    tasks = {}
+    for task, spec in cfg["tasks"].items():
+        kept = {t: f for t, f in spec["targets"].items() if t in targets}
+        if kept:
+            tasks[task] = {**spec, "targets": kept}
+    return {**cfg, "tasks": tasks}
 
 
 def _key(r: dict) -> tuple:

@@ -144,7 +144,7 @@ def test_transfer_only_computes_the_named_systems_and_keeps_the_whole_config(tmp
 
 
 def test_runs_of_one_target_each_merge_into_the_whole_run(tmp_path):
-    """MLM-TRG run as one process per target (e.g. side by side on one GPU), merged into the run of the whole config:
+    """MLM-TRG run as one process per target (`--targets`, e.g. side by side on one GPU), merged into the whole run:
     the merged run has every target's row once and computes nothing more; a row scored on another test file is not
     taken; and a config that later asks for a new target scores it without duplicating the others."""
     write_data(
@@ -156,10 +156,11 @@ def test_runs_of_one_target_each_merge_into_the_whole_run(tmp_path):
     cfg["texts"]["ha"] = [str(tmp_path / "ha.txt")]
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     for tgt in ("sw", "ha"):
-        part = json.loads(json.dumps(cfg))
-        part["tasks"]["ner"]["targets"] = {t: cfg["tasks"]["ner"]["targets"][t] for t in ("en", tgt)}
-        (tmp_path / f"cfg-{tgt}.json").write_text(json.dumps(part))
-        run_transfer(tmp_path / f"cfg-{tgt}.json", tmp_path / f"out-{tgt}", only=["mlm-trg"])
+        run_transfer(tmp_path / "cfg.json", tmp_path / f"out-{tgt}", only=["mlm-trg"], targets=[tgt])
+        part = json.loads((tmp_path / f"out-{tgt}" / "results.json").read_text())
+        assert [r["target"] for r in part["rows"]] == [tgt] and part["meta"]["config"] == cfg
+    with pytest.raises(ValueError, match="unknown targets"):
+        run_transfer(tmp_path / "cfg.json", tmp_path / "out-x", targets=["xx"])
     out = tmp_path / "out"
     merge_runs(tmp_path / "cfg.json", out, [tmp_path / "out-sw", tmp_path / "out-ha"])
     merged = json.loads((out / "results.json").read_text())
