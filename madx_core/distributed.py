@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -40,36 +40,6 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
     dtype = PRECISIONS[precision]
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         yield
-
-
-def cast_frozen_weights(model: torch.nn.Module, precision: str) -> Callable[[], None]:
-    """Give every frozen Linear layer a bf16 (fp16) copy of its weights for a mixed-precision run; returns the
-    function that puts the fp32 ones back.
-
-    Autocast keeps its cast of a weight only for weights that require grad: a frozen one (the whole backbone, and
-    the 250k x 384 MLM decoder) is cast again at every forward pass, which on a CPU is a large part of an adapter
-    step. Casting once gives the same numbers (autocast rounds the same fp32 weight the same way) without the
-    repeated copies. Only Linear layers are cast (autocast runs them in low precision); the tied decoder gets its own
-    copy, so the embeddings stay fp32.
-    """
-    dtype = PRECISIONS.get(precision)
-    saved = []
-    if dtype is not None:
-        for module in model.modules():
-            if not isinstance(module, torch.nn.Linear):
-                continue
-            for name in ("weight", "bias"):
-                p = getattr(module, name)
-                if p is not None and not p.requires_grad and p.dtype == torch.float32:
-                    saved.append((module, name, p))
-                    setattr(module, name, torch.nn.Parameter(p.detach().to(dtype), requires_grad=False))
-
-    def restore() -> None:
-        for module, name, p in reversed(saved):
-            setattr(module, name, p)
-        saved.clear()
-
-    return restore
 
 
 def process_state():

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers.activations import get_activation
 
 HEAD_TYPES = ("tagging", "question_answering", "masked_lm")
@@ -93,14 +94,18 @@ class PredictionHead(nn.Sequential):
     def decoder(self) -> nn.Linear:
         return self[-1]
 
-    def forward(self, hidden: torch.Tensor, inverse=None) -> torch.Tensor:
-        """Run the head; for masked LM, `inverse` (the inverse invertible adapter) runs before the vocab projection."""
+    def forward(self, hidden: torch.Tensor, inverse=None, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the head; for masked LM, `inverse` (the inverse invertible adapter) runs before the vocab projection,
+        and `vocab` (sorted token ids) keeps only those rows of the projection (logits over that subset alone)."""
         modules = list(self)
         for module in modules[:-1]:
             hidden = module(hidden)
         if inverse is not None:
             hidden = inverse(hidden)
-        return modules[-1](hidden)
+        decoder = modules[-1]
+        if vocab is None:
+            return decoder(hidden)
+        return F.linear(hidden, decoder.weight[vocab], None if decoder.bias is None else decoder.bias[vocab])
 
 
 def masked_lm_head_from_checkpoint(

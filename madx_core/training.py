@@ -198,7 +198,6 @@ def run_training(
         first, done_before, result.losses = saved["step"], saved["seconds"], list(saved["losses"])
         result.steps = result.resumed_from = first
     model.train()
-    restore = dist.cast_frozen_weights(model, config.precision)  # once, not at every step (see there)
     start = time.perf_counter()
     try:
         for step in range(first, total):
@@ -261,7 +260,6 @@ def run_training(
                 result.stopped_early = step + 1 < total
                 break
     finally:
-        restore()
         model.eval()
         model.requires_grad_(False)
     return result

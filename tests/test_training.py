@@ -133,22 +133,21 @@ def test_length_grouped_batches_cover_the_epoch_with_little_padding():
     assert padded(grouped) < 1.1 * real < padded(random_batches) / 1.5
 
 
-def test_bf16_run_casts_frozen_weights_once_with_the_same_losses(ner_data, monkeypatch):
-    """A bf16 run gives the frozen Linear weights one bf16 copy for the whole run instead of autocast's cast at every
-    step: the losses are those of plain autocast, and afterwards the fp32 weights and the tied decoder are back."""
-    from madx_core import distributed as dist
-
-    _, texts, tok = ner_data
-    config = TrainConfig(steps=4, batch_size=4, max_length=32, seed=1, learning_rate=1e-3, precision="bf16")
-    shape = mx.AdapterConfig(reduction_factor=4, inv_adapter="nice")
-    model = tiny(tok)
-    weights = {n: p.clone() for n, p in model.named_parameters()}
-    cast = train_language_adapter(model, tok, texts, "sw", adapter_config=shape, config=config).losses
-    assert model.lm_head.decoder.weight is model.word_embeddings.weight  # tied again
-    for n, p in model.named_parameters():
-        if not n.startswith("adapters."):
-            assert p.dtype == torch.float32 and torch.equal(p, weights[n]), n  # the frozen weights, as they were
-
-    monkeypatch.setattr(dist, "cast_frozen_weights", lambda model, precision: lambda: None)  # autocast alone
-    plain = train_language_adapter(tiny(tok), tok, texts, "sw", adapter_config=shape, config=config).losses
-    assert cast == pytest.approx(plain, abs=1e-6)
+def test_vocabulary_subset_softmax_is_cross_entropy_over_those_tokens(ner_data):
+    """With `vocab`, the MLM loss is the cross-entropy of the full logits restricted to those tokens (labels mapped
+    to their place in the subset); a label outside the subset is an error, not a silent wrong loss."""
+    _, _, tok = ner_data
+    model = tiny(tok, dropout=0.0).eval()
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randint(5, len(tok), (2, 9), generator=g)
+    labels = torch.full_like(inputs, -100)
+    labels[0, 2], labels[1, 5], labels[1, 7] = 11, 40, 23
+    vocab = torch.tensor([3, 11, 17, 23, 40, 41])
+    with torch.no_grad():
+        full = model(inputs, head="mlm", labels=labels)
+        subset = model(inputs, head="mlm", labels=labels, vocab=vocab)
+    expected = torch.nn.functional.cross_entropy(full.logits[:, vocab], torch.tensor([1, 4, 3]))
+    assert subset.logits.shape == (3, 6) and torch.allclose(subset.loss, expected, atol=1e-6)
+    assert subset.loss < full.loss  # fewer tokens share the probability
+    with pytest.raises(ValueError, match="not in the vocabulary subset"):
+        model(inputs, head="mlm", labels=labels, vocab=torch.tensor([3, 11, 17, 23]))
