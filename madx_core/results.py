@@ -96,7 +96,8 @@ def reading(summary: list[dict]) -> list[str]:
         systems = z.get("systems", {})
         if "madx" not in systems:
             continue
-        n = min(v["n"] for v in systems.values())
+        counts = [v["n"] for v in systems.values()]
+        n = max(set(counts), key=counts.count)  # the seeds most systems have; the others are named
         scale = task.scale
         figures = ", ".join(f"{SYSTEM_NAMES[k]} {v['mean'] * scale:.1f}" for k, v in systems.items())
         others = {k: v["mean"] for k, v in systems.items() if k in ("madx-src", "madx-lad")}
@@ -110,6 +111,7 @@ def reading(summary: list[dict]) -> list[str]:
                 f"{gap:.1f} points better"
             )
         seeds = f"{n} seed" + ("s" if n != 1 else "")
+        seeds += "".join(f"; {SYSTEM_NAMES[k]} {v['n']}" for k, v in systems.items() if v["n"] != n)
         lines.append(
             f"{task.title} {task.metrics['f1']}, zero-shot from {z['source']} (mean over {', '.join(z['targets'])}; "
             f"{seeds}): {figures}. So {verdict}."

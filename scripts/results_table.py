@@ -92,9 +92,10 @@ def recipes_table(summary: list[dict]) -> str:
     swapping it in does to zero-shot NER against keeping the English adapter, on dev and on test."""
     from scripts.adapter_recipes import RECIPES, recipe_info
 
-    def rank(name: str) -> tuple:  # the named recipes in their order, then the GPU run's checkpoints by step
+    def rank(name: str) -> tuple:  # the named recipes in their order, then the GPU run's checkpoints by mean step
         if name.startswith("long-"):
-            return len(RECIPES), int(name[5:]) if name[5:].isdigit() else float("inf")
+            steps = [r["steps"] for r in summary if r["recipe"] == name]
+            return len(RECIPES), sum(steps) / len(steps)
         return list(RECIPES).index(name), 0
 
     lines = [

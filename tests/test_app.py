@@ -499,9 +499,12 @@ def test_scores_charts_speak_one_scale_and_say_what_they_show(served):
     seeds = {(key[row[0]], row[2]): row[5] for row in table["data"] if row[1] == "en"}  # the table's seeds column
     got = {}
     for trace in fig["data"]:
-        assert trace["error_y"]["visible"] is True  # several seeds: the spread is drawn
+        system = key[trace["name"]]
+        runs = [want[system, t][2] for t in trace["x"] if (system, t) in want]
+        assert trace["error_y"]["visible"] is (max(runs) > 1)  # a spread is drawn only over several seeds
         for target, mean, std in zip(trace["x"], trace["y"], trace["error_y"]["array"], strict=True):
-            got[(key[trace["name"]], target)] = (mean, std, seeds[(key[trace["name"]], target)])
+            if mean is not None:  # MLM-TRG has no bar for the source language itself
+                got[(system, target)] = (mean, std, seeds[(system, target)])
     assert got.keys() == want.keys()
     for cell, (mean, std, n) in want.items():
         assert got[cell] == (pytest.approx(mean, abs=0.01), pytest.approx(std, abs=0.01), n), cell
@@ -584,8 +587,10 @@ def test_learning_curve_draws_the_shipped_recipes_and_its_reading_follows_them(s
         assert list(gain[name]["y"]) == [r["test"]["gain"] for r in rows]
         # the gain is swapping minus keeping the English adapter, both rounded to 0.1
         assert all(abs(r["test"]["gain"] - (r["test"]["swap"] - r["test"]["keep"])) < 0.11 for r in rows)
-    no_adapter = {s["y0"] for s in fig["layout"]["shapes"] if s["yref"] == "y"}  # dotted: the loss with no adapter
-    assert no_adapter == {r["mlm_loss_without"] for r in curve}
+    # dotted: each language's loss with no adapter (scored on the CPU or the GPU: equal to 0.01)
+    no_adapter = [s["y0"] for s in fig["layout"]["shapes"] if s["yref"] == "y"]
+    assert len(no_adapter) == len({lang for lang, _ in series})
+    assert all(any(y == r["mlm_loss_without"] for r in curve) for y in no_adapter)
     # The reading's verdict follows the signs of the gains: flip them and it changes.
     wins = sum(r["test"]["gain"] > 0 for r in curve)
     assert ("never beats" in curve_reading(shipped)) == (wins == 0)
