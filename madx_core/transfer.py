@@ -16,7 +16,8 @@ too (for the demo), "system_seeds" ({system: seeds}) lets a costly system run fe
 "precision" say where and how everything is trained. Paths may use $MADX_DATA_DIR.
 Results are written to results.json and results.csv, one row per (system, source,
 target, task, metric, seed), after every finished (task, system, seed); a run of the same config into the same
-folder skips what is already there, so a run that was cut off resumes.
+folder skips what is already there, so a run that was cut off resumes. `only` and `targets` compute part of a
+config (e.g. on other machines), and merge_runs gathers such parts into one run.
 """
 
 from __future__ import annotations
