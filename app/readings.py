@@ -179,25 +179,18 @@ def curve_reading(recipes: list[dict]) -> str:
         return ""
     langs = sorted({lang for lang, _ in curves})
     points = [(lang, batch, r) for (lang, batch), rows in curves.items() for r in rows]
-
-    def most(lang: str) -> tuple[str, int, dict]:  # the point of a language trained on the most sequences
-        return max((p for p in points if p[0] == lang), key=lambda p: p[2]["steps"] * p[1])
-
-    loss = ", ".join(
-        f"{lang} {most(lang)[2]['mlm_loss_without']:.1f} → {most(lang)[2]['mlm_loss']:.1f}" for lang in langs
-    )
+    # each language's points by the sequences trained on (steps x batch), both batch sizes together
+    by_lang = {lang: sorted((p for p in points if p[0] == lang), key=lambda p: p[2]["steps"] * p[1]) for lang in langs}
+    most = {lang: ps[-1][2] for lang, ps in by_lang.items()}  # the point trained on the most sequences
+    loss = ", ".join(f"{lang} {most[lang]['mlm_loss_without']:.1f} → {most[lang]['mlm_loss']:.1f}" for lang in langs)
     per = "; ".join(
-        f"{lang} "
-        + ", ".join(
-            f"{r['test']['gain']:+.1f} at {r['steps'] * batch:,}"
-            for _, batch, r in sorted((p for p in points if p[0] == lang), key=lambda p: p[2]["steps"] * p[1])
-        )
-        for lang in langs
+        f"{lang} " + ", ".join(f"{r['test']['gain']:+.1f} at {r['steps'] * batch:,}" for _, batch, r in ps)
+        for lang, ps in by_lang.items()
     )
     above = [p for p in points if p[2]["test"]["gain"] > 0]
     seeds = max(r["test"]["seeds"] for _, _, r in points)
     batches = sorted({batch for _, batch in curves})
-    at_most = sum(most(lang)[2]["test"]["gain"] for lang in langs) / len(langs)
+    at_most = sum(r["test"]["gain"] for r in most.values()) / len(langs)
     if not above:
         verdict = "Swapping in the adapter never beats keeping the English one at any budget measured here"
     else:

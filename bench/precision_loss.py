@@ -59,9 +59,8 @@ def main() -> None:
             config=config,
             vocab_subset=variant.endswith("subset"),
         )
-        seconds = round(time.perf_counter() - started, 1)
         runs[variant] = {
-            "seconds": seconds,
+            "seconds": round(time.perf_counter() - started, 1),
             "train_seconds": round(result.seconds, 1),
             "mean_loss_first_10": round(statistics.fmean(result.losses[:10]), 4),
             "mean_loss_last_20": round(statistics.fmean(result.losses[-20:]), 4),

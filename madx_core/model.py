@@ -324,9 +324,10 @@ class AdapterModel(nn.Module):
             targets = labels[masked]
             logits = module(hidden[masked], inverse=inverse, vocab=vocab)  # the 250k projection only here
             if vocab is not None:  # targets as positions in the subset
-                targets = torch.searchsorted(vocab, targets).clamp(max=len(vocab) - 1)
-                if not torch.equal(vocab[targets], labels[masked]):
+                place = torch.searchsorted(vocab, targets).clamp(max=len(vocab) - 1)
+                if not torch.equal(vocab[place], targets):
                     raise ValueError("a masked token is not in the vocabulary subset")
+                targets = place
             return AdapterModelOutput(hidden, logits=logits, loss=F.cross_entropy(logits, targets))
 
         logits = module(hidden)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from . import data as D
-from .adapters import Stack
+from .adapters import AdapterConfig, Stack
 from .atomic import atomic_write_text
 from .mlm import train_language_adapter, train_mlm_full
 from .model import AdapterModel
@@ -59,6 +59,16 @@ def _path(p: str) -> str:
 
 
 STEPS = 500  # a config's training budget where it names neither steps nor epochs
+
+
+def lang_adapter_shape(spec: dict, inv: str | None = "nice") -> AdapterConfig:
+    """A language adapter's shape from a config's "lang_adapter" spec (reduction factor, layers left out)."""
+    return replace(
+        LANGUAGE_ADAPTER_SHAPE,
+        reduction_factor=spec.get("reduction_factor", LANGUAGE_ADAPTER_SHAPE.reduction_factor),
+        inv_adapter=inv,
+        leave_out=spec.get("leave_out", []),
+    )
 
 
 def config_from_spec(spec: dict, seed: int, preset: TrainConfig, run: dict, full: bool = False) -> TrainConfig:
@@ -152,12 +162,7 @@ def run_transfer(
                 continue
             texts = texts_for(cfg, lang)
             log(f"language adapter {name}: {len(texts)} lines")
-            adapter_config = replace(
-                LANGUAGE_ADAPTER_SHAPE,
-                reduction_factor=lang_spec.get("reduction_factor", LANGUAGE_ADAPTER_SHAPE.reduction_factor),
-                inv_adapter=inv,
-                leave_out=lang_spec.get("leave_out", []),
-            )
+            adapter_config = lang_adapter_shape(lang_spec, inv)
             config = config_from_spec(lang_spec, 0, LANGUAGE_ADAPTER, cfg)
             result = train_language_adapter(base, tokenizer, texts, name, adapter_config=adapter_config, config=config)
             _ship(base, name, target_dir, with_head=False)

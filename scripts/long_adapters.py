@@ -32,8 +32,8 @@ import madx_core as mx
 from madx_core.atomic import atomic_write_text
 from madx_core.backbones import load_tokenizer
 from madx_core.mlm import train_language_adapter
-from madx_core.training import LANGUAGE_ADAPTER, LANGUAGE_ADAPTER_SHAPE
-from madx_core.transfer import config_from_spec, texts_for
+from madx_core.training import LANGUAGE_ADAPTER
+from madx_core.transfer import config_from_spec, lang_adapter_shape, texts_for
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
     cfg = json.loads(Path(args.config).read_text()) | {"device": args.device, "precision": args.precision}
     spec = cfg["lang_adapter"] | {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}
     config = replace(config_from_spec(spec, 0, LANGUAGE_ADAPTER, cfg), time_limit_s=args.time_limit_s, log_every=1)
-    shape = replace(LANGUAGE_ADAPTER_SHAPE, reduction_factor=spec.get("reduction_factor", 2))
+    shape = lang_adapter_shape(spec)  # as the transfer run's language adapters
 
     model = mx.AdapterModel.from_pretrained(cfg["backbone"])
     tokenizer = load_tokenizer(cfg["backbone"])
