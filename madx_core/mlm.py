@@ -146,13 +146,26 @@ class _MLMStep:
 
     Masks are drawn on the CPU from the run's generator for the whole global batch at once, so a seed gives the same
     masks on every device, with any number of processes and any grad_accum.
+
+    With an `anchor` stack (a variant beyond the paper), the loss adds anchor_weight x the mean over layers and real
+    tokens of 1 - cos(states with `adapters`, states with `anchor`), on the same masked input: the new adapter learns
+    its language while its every layer's output stays near where the anchor (e.g. the source language's adapter)
+    puts them, the space the task adapters were trained in.
     """
 
     def __init__(
-        self, model: AdapterModel, tokenizer, adapters: Stack | None, generator: torch.Generator, vocab=None
+        self,
+        model: AdapterModel,
+        tokenizer,
+        adapters: Stack | None,
+        generator: torch.Generator,
+        vocab=None,
+        anchor: Stack | None = None,
+        anchor_weight: float = 0.0,
     ) -> None:
         self.model, self.tokenizer, self.adapters, self.generator = model, tokenizer, adapters, generator
         self.vocab = None if vocab is None else vocab.to(model.device)  # softmax over these token ids only
+        self.anchor, self.anchor_weight = anchor, anchor_weight
         self.weight = 0  # masked tokens in the last loss
         self._masked: tuple | None = None  # (batch, inputs, attention_mask, labels) of the current global batch
 
@@ -171,14 +184,23 @@ class _MLMStep:
         inputs, attention_mask, labels = inputs[rows], attention_mask[rows], labels[rows]
         self.weight = int((labels != -100).sum())
         device = self.model.device
-        return self.model(
-            inputs.to(device),
-            attention_mask.to(device),
+        inputs, attention_mask = inputs.to(device), attention_mask.to(device)
+        out = self.model(
+            inputs,
+            attention_mask,
             adapters=self.adapters,
             head=MLM_HEAD,
             labels=labels.to(device),
             vocab=self.vocab,
-        ).loss
+            all_layers=self.anchor is not None,
+        )
+        if self.anchor is None:
+            return out.loss
+        with torch.no_grad():
+            target = self.model.encode(inputs, attention_mask, adapters=self.anchor, all_layers=True)
+        real = attention_mask.bool()
+        cos = torch.nn.functional.cosine_similarity(out.layer_states[:, real].float(), target[:, real].float(), dim=-1)
+        return out.loss + self.anchor_weight * (1 - cos).mean()
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -188,10 +210,17 @@ class _MLMStep:
 
 
 def mlm_step_fn(
-    model: AdapterModel, tokenizer, adapters: Stack | None, generator: torch.Generator, vocab=None
+    model: AdapterModel,
+    tokenizer,
+    adapters: Stack | None,
+    generator: torch.Generator,
+    vocab=None,
+    anchor: Stack | None = None,
+    anchor_weight: float = 0.0,
 ) -> _MLMStep:
-    """A loss function for MLM batches (callable as step(batch) or step(batch, rows)); `vocab`: see text_vocab."""
-    return _MLMStep(model, tokenizer, adapters, generator, vocab)
+    """A loss function for MLM batches (callable as step(batch) or step(batch, rows)); `vocab`: see text_vocab;
+    `anchor`: see _MLMStep."""
+    return _MLMStep(model, tokenizer, adapters, generator, vocab, anchor, anchor_weight)
 
 
 def text_vocab(features: list[dict]) -> torch.Tensor:
@@ -219,13 +248,16 @@ def train_language_adapter(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     vocab_subset: bool = False,
+    anchor: str | None = None,
+    anchor_weight: float = 10.0,
 ) -> TrainResult:
     """Train a MAD-X language adapter named `lang` with MLM on `texts` (backbone and MLM head frozen).
 
     `texts` is a list of lines, or a TextStream that reads and tokenises its files lazily (corpora beyond memory).
     `start_from` names a loaded language adapter (e.g. the source language's) whose weights the new one starts from,
     instead of MAD-X's random initialisation. `vocab_subset` puts the softmax over the tokens of `texts` only (see
-    text_vocab; not for a TextStream).
+    text_vocab; not for a TextStream). `anchor` names a loaded adapter whose layer outputs the new one is kept near,
+    with `anchor_weight` (a variant beyond the paper; see _MLMStep).
     """
     if model.lm_head is None:
         raise ValueError("this backbone has no masked-LM head, so it cannot train a language adapter")
@@ -245,7 +277,12 @@ def train_language_adapter(
     if vocab_subset and isinstance(texts, TextStream):
         raise ValueError("vocab_subset needs the text in memory (a list of lines), not a stream")
     vocab = text_vocab(features) if vocab_subset else None
-    step = mlm_step_fn(model, tokenizer, Stack(lang), torch.Generator().manual_seed(config.seed + 1), vocab)
+    if anchor is not None and anchor not in model.adapters:
+        raise ValueError(f"unknown anchor adapter {anchor!r}")
+    step = mlm_step_fn(
+        model, tokenizer, Stack(lang), torch.Generator().manual_seed(config.seed + 1), vocab,
+        Stack(anchor) if anchor else None, anchor_weight,
+    )  # fmt: skip
     return train_adapter(model, lang, features, step, config, out_dir, False, progress, should_stop)
 
 

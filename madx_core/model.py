@@ -48,6 +48,7 @@ class AdapterModelOutput:
     loss: torch.Tensor | None = None
     start_logits: torch.Tensor | None = None  # question answering only
     end_logits: torch.Tensor | None = None
+    layer_states: torch.Tensor | None = None  # every layer's output, [layers, batch, tokens, hidden], when asked
 
 
 def count_parameters(module: nn.Module | None, trainable_only: bool = False) -> int:
@@ -270,20 +271,24 @@ class AdapterModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         adapters: Stack | str | list[str] | None = None,
+        all_layers: bool = False,
     ) -> torch.Tensor:
-        """The encoder's last hidden states with the given adapter stack."""
+        """The encoder's last hidden states with the given adapter stack; with `all_layers`, every layer's output
+        stacked as [layers, batch, tokens, hidden] (the last one is the usual result)."""
         stack = self._stack_adapters(Stack.of(adapters))
         hidden = self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         # Only the first adapter of the stack transforms the embeddings (the language adapter in MAD-X).
         if stack and stack[0].invertible is not None:
             hidden = stack[0].invertible(hidden)
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        outputs = []
         for i, layer in enumerate(self.backbone.encoder.layer):
             x = layer.attention(hidden, mask)[0]  # the output sub-layer's input
             h0 = layer.output.dropout(layer.output.dense(layer.intermediate(x)))  # feed-forward output
             active = [a.at_layer(i) for a in stack]
             hidden = adapter_block(h0, x, layer.output.LayerNorm, [a for a in active if a is not None])
-        return hidden
+            outputs.append(hidden)
+        return torch.stack(outputs) if all_layers else hidden
 
     def forward(
         self,
@@ -296,15 +301,24 @@ class AdapterModel(nn.Module):
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
         vocab: torch.Tensor | None = None,
+        all_layers: bool = False,
     ) -> AdapterModelOutput:
         """Run the encoder with `adapters` and then `head` (default: the head named like the stack's last adapter).
 
         `head="mlm"` is the backbone's masked-LM head; with `labels`, its vocabulary projection runs only at the
         masked positions (labels != -100) and `logits` has one row per masked token. `vocab` (sorted token ids that
         include every label) restricts the softmax to those tokens: a cheaper, different objective, asked for only.
+        `all_layers` also returns every layer's output (`layer_states`).
         """
         stack = Stack.of(adapters)
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, stack)
+        layers = self.encode(input_ids, attention_mask, token_type_ids, stack, all_layers=all_layers)
+        hidden = layers[-1] if all_layers else layers
+        out = self._head(hidden, stack, head, labels, start_positions, end_positions, vocab)
+        out.layer_states = layers if all_layers else None
+        return out
+
+    def _head(self, hidden, stack, head, labels, start_positions, end_positions, vocab) -> AdapterModelOutput:
+        """forward's second half: the head on the encoder's last hidden states, and its loss when labels are given."""
         if head is None and stack is not None and stack.last() in self.heads:
             head = stack.last()
         if head is None:

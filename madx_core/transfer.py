@@ -52,6 +52,7 @@ from .training import (
 
 SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx", "madx-src")
 DEFAULT_SYSTEMS = ["baseline", "madx-lad", "madx-inv", "madx"]  # MLM-TRG only on request: a full model per target
+FULL_SYSTEMS = ("baseline", "mlm-trg")  # they train the whole backbone (the task's full_* settings), not adapters
 
 
 def _path(p: str) -> str:
@@ -186,7 +187,7 @@ def run_transfer(
                     # a partly scored run is trained again and scored on these targets (other targets' rows stay)
                     rows = [r for r in rows if not (_same_run(r, task, system, seed, src) and r["target"] in tests)]
                     log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
-                    if system in ("baseline", "mlm-trg"):
+                    if system in FULL_SYSTEMS:
                         rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src)
                         write_results(out, rows, cfg)
                         continue
@@ -294,9 +295,10 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
 def _finished_rows(out: Path, cfg: dict) -> list[dict]:
     """Rows an earlier run in `out` finished that this config would compute the same way.
 
-    A task's rows are kept when everything they depend on is unchanged: the backbone, the language adapters' text and
-    settings, the precision, and the task's own settings; and only for the systems, seeds and sources this config
-    still asks for (so a config can ask for more seeds or systems, and the run adds only those).
+    A row is kept when everything it depends on is unchanged: the backbone, the language adapters' text and settings,
+    the precision, the task's data, and the training recipe of its own system (a task adapter's budget is not full
+    fine-tuning's: giving the task adapters more epochs keeps the baselines' rows); and only for the systems, seeds
+    and sources this config still asks for (so a config can ask for more seeds or systems, and the run adds only those).
     """
     f = out / "results.json"
     if not f.is_file():
@@ -308,15 +310,17 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
     # A target changes only its own rows: they are kept while its test file stays the same.
     selection = {"systems", "seeds", "system_seeds", "sources", "source_systems", "source_seeds", "targets"}
 
-    def spec(c: dict, task: str) -> dict:
-        return {k: v for k, v in c["tasks"][task].items() if k not in selection}
+    def shared(c: dict, task: str) -> dict:  # what every system of the task reads, apart from its recipe
+        return {k: v for k, v in c["tasks"][task].items() if k not in selection | RECIPE_KEYS}
 
-    def same(task: str) -> bool:
+    def same(r: dict) -> bool:
         keys = ("backbone", "texts", "lang_adapter", "lang_adapter_dirs", "lang_adapter_dirs_noinv", "precision")
+        task = r["task"]
         return (
             task in before.get("tasks", {})
             and all(before.get(k) == cfg.get(k) for k in keys)
-            and spec(before, task) == spec(cfg, task)
+            and shared(before, task) == shared(cfg, task)
+            and _recipe(before, task, r["system"]) == _recipe(cfg, task, r["system"])
         )
 
     def wanted(r: dict) -> bool:
@@ -329,7 +333,27 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
                 return r["system"] in [*systems, "madx-src"] and r["seed"] in seeds and same_test
         return False
 
-    return [r for r in previous["rows"] if r["task"] in cfg["tasks"] and same(r["task"]) and wanted(r)]
+    return [r for r in previous["rows"] if r["task"] in cfg["tasks"] and same(r) and wanted(r)]
+
+
+# A task's keys that config_from_spec reads (and the task adapters' size): compared per system through _recipe.
+RECIPE_KEYS = {"steps", "epochs", "lr", "batch_size", "max_length", "warmup_ratio", "reduction_factor"} | {
+    "full_steps",
+    "full_epochs",
+    "full_lr",
+}
+
+
+def _recipe(cfg: dict, task: str, system: str) -> tuple:
+    """How `system` trains on `task` under `cfg`: its TrainConfig (seed and device aside; steps aside when epochs
+    decide), and what else it reads: the task adapters' size, or MLM-TRG's first stage."""
+    spec = cfg["tasks"][task]
+    full = system in FULL_SYSTEMS
+    config = config_from_spec(spec, 0, FULL_FINE_TUNING if full else TASK_ADAPTER, cfg, full=full)
+    config = replace(config, device="auto", steps=None if config.epochs else config.steps)
+    if full:
+        return config, cfg.get("mlm_trg") if system == "mlm-trg" else None
+    return config, spec.get("reduction_factor")
 
 
 def texts_for(cfg: dict, lang: str) -> list[str]:

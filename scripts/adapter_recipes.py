@@ -68,10 +68,20 @@ RECIPES["long-first"] = (False, None, "paper batch 64 (GPU run), end of its firs
 RECIPES["long-last"] = (False, None, "paper batch 64 (GPU run), continued for 160 s more (~7k steps)")
 
 
+def anchor_weight(name: str) -> float | None:
+    """The anchor weight of an "anchor-W" recipe (else None): a variant beyond the paper. The target's adapter starts
+    from the English adapter and trains with MLM plus W x the mean over layers of 1 - cos(its states, the English
+    adapter's states) on the same target text (mlm._MLMStep), so it learns the language but stays in the space the
+    English task adapter was trained in; W -> infinity is keeping the English adapter."""
+    return float(name[7:]) if name.startswith("anchor-") else None
+
+
 def recipe_info(name: str) -> tuple[bool, int | None, str]:
-    """(warm start?, steps to train here or None, what it is) of a recipe name; long-N for any N."""
+    """(warm start?, steps to train here or None, what it is) of a recipe name; long-N and anchor-W for any N, W."""
     if name.startswith("long-") and name[5:].isdigit():
         return False, None, f"paper batch 64 (GPU run), checkpoint at {int(name[5:]):,} steps"
+    if anchor_weight(name) is not None:
+        return True, 400, f"starts from the English adapter, MLM + {anchor_weight(name):g} x drift from it (variant)"
     return RECIPES[name]
 
 
@@ -220,6 +230,8 @@ def main() -> None:
                     name,
                     start_from="en" if warm else None,
                     config=replace(recipe_config, steps=steps),
+                    anchor="en" if anchor_weight(recipe) is not None else None,
+                    anchor_weight=anchor_weight(recipe) or 0.0,
                     out_dir=out.parent / "adapters" / recipe / tgt,
                 )
                 item.update(

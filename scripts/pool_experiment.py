@@ -13,6 +13,12 @@ Scored on each target's dev and test split three ways: the target's adapter swap
     MADX_DATA_DIR=../shared/data python -m scripts.pool_experiment --adapters runs/transfer/adapters/lang \
         --pool en,de,ar,zh,es,qu,mi --seeds 1,2,3 --out runs/pool/pool.json
 
+With `--pool en` it is MAD-X's own task adapter; `--epochs 3` trains it three times as long as the transfer run's
+one epoch (the issue's "task adapter converged on English"):
+
+    python -m scripts.pool_experiment --adapters runs/transfer/adapters/lang --pool en --epochs 3 --seeds 1,2,3 \
+        --out runs/converged/converged.json
+
 Resumable: finished (pool, seed) items in --out are skipped.
 """
 
@@ -22,6 +28,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import madx_core as mx
@@ -47,6 +54,7 @@ def main() -> None:
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--config", default="configs/transfer.json", help="the NER task recipe is read from here")
     p.add_argument("--out", default="runs/pool/pool.json")
+    p.add_argument("--epochs", type=float, default=None, help="train this many epochs instead of the config's steps")
     args = p.parse_args()
     data = Path(os.environ.get("MADX_DATA_DIR", "../shared/data"))
     cfg = json.loads(Path(args.config).read_text())
@@ -69,13 +77,22 @@ def main() -> None:
         if (tuple(pool), seed) in done:
             continue
         config = config_from_spec(spec, seed, TASK_ADAPTER, cfg)
+        if args.epochs is not None:
+            config = replace(config, epochs=args.epochs)
         name = f"ner-pool-s{seed}"
         started = time.perf_counter()
         lang_adapter = pool if len(pool) > 1 else pool[0]
         result = train_task_adapter(
             model, tokenizer, "ner", train, name, lang_adapter=lang_adapter, labels=labels, config=config
         )
-        item = {"pool": pool, "seed": seed, "steps": result.steps, "train_seconds": round(result.seconds), "f1": {}}
+        item = {
+            "pool": pool,
+            "seed": seed,
+            "epochs": args.epochs,
+            "steps": result.steps,
+            "train_seconds": round(result.seconds),
+            "f1": {},
+        }
         for (tgt, split), sents in splits.items():
             stacks = {"swap": mx.Stack(tgt, name), "keep": mx.Stack("en", name), "none": mx.Stack(name)}
             for way, stack in stacks.items():

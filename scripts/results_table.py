@@ -90,12 +90,14 @@ def text_table(stats: dict) -> str:
 def recipes_table(summary: list[dict]) -> str:
     """Target language-adapter recipes (scripts/adapter_recipes.py): each adapter's MLM loss and drift, and what
     swapping it in does to zero-shot NER against keeping the English adapter, on dev and on test."""
-    from scripts.adapter_recipes import RECIPES, recipe_info
+    from scripts.adapter_recipes import RECIPES, anchor_weight, recipe_info
 
-    def rank(name: str) -> tuple:  # the named recipes in their order, then the GPU run's checkpoints by mean step
+    def rank(name: str) -> tuple:  # the named recipes in their order, the GPU run's checkpoints by mean step, anchors
         if name.startswith("long-"):
             steps = [r["steps"] for r in summary if r["recipe"] == name]
             return len(RECIPES), sum(steps) / len(steps)
+        if anchor_weight(name) is not None:  # the strongest anchor first
+            return len(RECIPES) + 1, -anchor_weight(name)
         return list(RECIPES).index(name), 0
 
     lines = [

@@ -1,5 +1,7 @@
 """Training routines on a tiny random model and generated data: seeded, cancellable, atomic, only adapters change."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from helpers import make_word_tokenizer, ner_sentences, qa_examples, sw_texts
@@ -151,3 +153,32 @@ def test_vocabulary_subset_softmax_is_cross_entropy_over_those_tokens(ner_data):
     assert subset.loss < full.loss  # fewer tokens share the probability
     with pytest.raises(ValueError, match="not in the vocabulary subset"):
         model(inputs, head="mlm", labels=labels, vocab=torch.tensor([3, 11, 17, 23]))
+
+
+def test_an_anchored_language_adapter_stays_near_its_anchor_in_every_layer(ner_data):
+    """With anchor="en", training adds the drift of every layer's output from the English adapter's on the same text:
+    with a large weight the new adapter learns while its layer outputs stay far closer to the anchor's than the same
+    training without it puts them. all_layers returns every layer's output, the last being the usual result."""
+    _, texts, tok = ner_data
+    model = tiny(tok, dropout=0.0)
+    config = TrainConfig(steps=12, batch_size=4, max_length=32, seed=1, learning_rate=3e-3)
+    shape = mx.AdapterConfig(reduction_factor=4, inv_adapter="nice")
+    train_language_adapter(model, tok, texts, "en", adapter_config=shape, config=replace(config, seed=7))
+    free = train_language_adapter(model, tok, texts, "free", adapter_config=shape, config=config)
+    kept = train_language_adapter(model, tok, texts, "kept", adapter_config=shape, config=config, anchor="en",
+                                  anchor_weight=100.0)  # fmt: skip
+    assert kept.losses[-1] < kept.losses[0] and free.losses[-1] < free.losses[0]
+    model.eval()
+    ids = tok(texts[:8], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = {a: model.encode(ids["input_ids"], ids["attention_mask"], adapters=a, all_layers=True) for a in
+                  ("en", "free", "kept")}  # fmt: skip
+        assert torch.allclose(states["en"][-1], model.encode(ids["input_ids"], ids["attention_mask"], adapters="en"))
+    real = ids["attention_mask"].bool()
+
+    def drift(name):
+        return (1 - torch.cosine_similarity(states[name][:, real], states["en"][:, real], dim=-1)).mean()
+
+    assert states["en"].shape[0] == model.num_layers and drift("kept") < drift("free") / 3
+    with pytest.raises(ValueError, match="unknown anchor adapter 'xx'"):
+        train_language_adapter(model, tok, texts, "bad", config=config, anchor="xx")

@@ -215,3 +215,37 @@ def test_a_changed_language_adapter_recipe_trains_the_adapters_again(tmp_path):
         "madx",
         "madx-src",
     }
+
+
+def test_a_longer_task_adapter_budget_keeps_the_full_fine_tuning_rows(tmp_path):
+    """Each row depends on its own system's recipe: more epochs for the task adapters retrains them and keeps full
+    fine-tuning's rows (its own budget did not change); a new full fine-tuning rate redoes the baseline only."""
+    write_data(tmp_path, **{"en.txt": ner_sentences(30), "sw.txt": ner_sentences(20, seed=1)})
+    cfg = ner_config(tmp_path, ["madx", "baseline"], {"sw": "sw.txt"}, steps=2, full_steps=2)
+    cfg["seeds"] = [1]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    run_transfer(tmp_path / "cfg.json", out)
+
+    def rows() -> list[dict]:
+        return json.loads((out / "results.json").read_text())["rows"]
+
+    def of(rs: list[dict], *systems: str) -> list[dict]:
+        return [r for r in rs if r["system"] in systems]
+
+    first = rows()
+    task_adapter = out / "adapters" / "task" / "ner-madx-s1" / "adapter.safetensors"
+    trained = task_adapter.read_bytes()
+    cfg["tasks"]["ner"]["epochs"] = 2  # 8 steps of 8 sentences instead of 2
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run_transfer(tmp_path / "cfg.json", out)
+    second = rows()
+    assert second[: len(of(first, "baseline"))] == of(first, "baseline")  # kept, in front
+    assert task_adapter.read_bytes() != trained and of(second, "madx", "madx-src")  # trained again and rescored
+    assert json.loads((out / "results.json").read_text())["meta"]["config"]["tasks"]["ner"]["epochs"] == 2
+    cfg["tasks"]["ner"]["full_lr"] = 1e-4
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run_transfer(tmp_path / "cfg.json", out)
+    third = rows()
+    assert third[: len(of(second, "madx", "madx-src"))] == of(second, "madx", "madx-src")
+    assert {r["system"] for r in third[len(of(second, "madx", "madx-src")) :]} == {"baseline"}
