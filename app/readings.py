@@ -163,8 +163,9 @@ def adapters_summary(state: AppState) -> str:
             for name, system in ((task, "madx"), (f"{task}_lad", "madx-lad"))
             if name in names and (task, system) in english
         )
+        budget = f"{cfg['epochs']:g} epoch(s)" if cfg.get("epochs") else f"{cfg.get('steps')} steps"
         lines.append(
-            f"- **{task.upper()} task adapters** ({', '.join(names)}): {cfg.get('epochs')} epoch(s) of {data}, "
+            f"- **{task.upper()} task adapters** ({', '.join(names)}): {budget} of {data}, "
             f"batches of {cfg.get('batch_size')} at learning rate {cfg.get('lr')}, reduction factor 16. "
             f"`{task}` was trained on top of the English language adapter (MAD-X), `{task}_lad` with no language "
             "adapter (MAD-X –LAD)." + (f" English test F1 (0-100): {scores}." if scores else "")
@@ -172,8 +173,17 @@ def adapters_summary(state: AppState) -> str:
     return "\n".join(lines) or "The shipped results record no training configuration."
 
 
-def curve_reading(recipes: list[dict]) -> str:
-    """What the learning curve shows, generated from assets/recipes.json: loss falls with training; does the gain?"""
+def _trained(info: dict | None) -> str:
+    """ " trained N steps (run `name`)" for the task adapters a recipe table was scored with, or ""."""
+    if not info or not (info.get("steps") or info.get("epochs")):
+        return ""
+    budget = f"{info['epochs']:g} epoch(s)" if info.get("epochs") else f"{info['steps']} steps"
+    return f" trained {budget} (run `{info.get('run')}`)"
+
+
+def curve_reading(recipes: list[dict], task_adapters: dict | None = None) -> str:
+    """What the learning curve shows, generated from assets/recipes.json: loss falls with training; does the gain?
+    `task_adapters`: how the English task adapters it was scored with were trained (recipes.json), when known."""
     curves = curve_rows(recipes)
     if not curves:
         return ""
@@ -201,7 +211,8 @@ def curve_reading(recipes: list[dict]) -> str:
     return (
         "**Learning curve** (generated from `assets/recipes.json`; MAD-X's recipe from a random start, batches of "
         + " and ".join(str(b) for b in batches)
-        + f"; NER test F1, mean over {seeds} English task adapters): training the language adapter on more text "
+        + f"; NER test F1, mean over {seeds} English task adapters{_trained(task_adapters)}): training the language "
+        "adapter on more text "
         f"lowers its held-out MLM loss (no adapter → the most training: {loss} nats), so it does learn the language. "
         f"{verdict}. Swap − keep per language, by sequences trained on: {per}. With the most training the mean over "
         f"languages is {at_most:+.1f}."

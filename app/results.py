@@ -55,6 +55,15 @@ class Results:
         rows = data.get("summary") if isinstance(data, dict) else None
         return [r for r in rows or [] if isinstance(r, dict) and {"recipe", "target", "steps"} <= set(r)]
 
+    def recipes_task_adapters(self) -> dict:
+        """How the English NER task adapters the recipes were scored with were trained (recipes.json), or {}."""
+        try:
+            data = json.loads(self.recipes_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return {}
+        info = data.get("task_adapters") if isinstance(data, dict) else None
+        return info if isinstance(info, dict) else {}
+
     def add(self, rows: list[dict], visitor: str | None) -> None:
         if not visitor:
             return  # no session to keep them for: the caller still gets its rows

@@ -223,7 +223,7 @@ def build(state: AppState) -> dict:
             with gr.Column(scale=3, min_width=280):
                 gr.Plot(curve_figure(recipes), label="language-adapter learning curve", elem_id="curve-plot")
             with gr.Column(scale=2, min_width=260):
-                gr.Markdown(curve_reading(recipes), elem_id="curve-reading")
+                gr.Markdown(curve_reading(recipes, state.results.recipes_task_adapters()), elem_id="curve-reading")
     table = gr.Dataframe(
         headers=TABLE_HEADERS,
         label="results (mean over seeds; scores 0-100)",

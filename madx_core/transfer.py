@@ -11,9 +11,9 @@
 A config (JSON) names the backbone, seeds, text per language, tasks with their train/test files, and the systems;
 a task may name its own "systems" and "seeds", "epochs" or "steps", and "full_epochs" / "full_steps" / "full_lr" for
 the full fine-tuning baselines. A task's "sources" ({lang: train file}) add more source languages (with
-"source_systems" and "source_seeds"), which fills a source x target matrix. "extra_languages" get language adapters
-too (for the demo), "system_seeds" ({system: seeds}) lets a costly system run fewer seeds, and "device" /
-"precision" say where and how everything is trained. Paths may use $MADX_DATA_DIR.
+"source_systems", "source_seeds" and "source_steps"), which fills a source x target matrix. "extra_languages" get
+language adapters too (for the demo), "system_seeds" ({system: seeds}) lets a costly system run fewer seeds, and
+"device" / "precision" say where and how everything is trained. Paths may use $MADX_DATA_DIR.
 Results are written to results.json and results.csv, one row per (system, source,
 target, task, metric, seed), after every finished (task, system, seed); a run of the same config into the same
 folder skips what is already there, so a run that was cut off resumes. `only` and `targets` compute part of a
@@ -275,7 +275,7 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
         adapter_config=replace(
             TASK_ADAPTER_SHAPE, reduction_factor=spec.get("reduction_factor", TASK_ADAPTER_SHAPE.reduction_factor)
         ),
-        config=config_from_spec(spec, seed, TASK_ADAPTER, cfg),
+        config=config_from_spec(_adapter_spec(spec, src), seed, TASK_ADAPTER, cfg),
     )
     _ship(base, name, out / "adapters" / "task" / name, with_head=True)
     print(f"{name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}", file=sys.stderr)
@@ -320,7 +320,7 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
             task in before.get("tasks", {})
             and all(before.get(k) == cfg.get(k) for k in keys)
             and shared(before, task) == shared(cfg, task)
-            and _recipe(before, task, r["system"]) == _recipe(cfg, task, r["system"])
+            and _recipe(before, task, r["system"], r["source"]) == _recipe(cfg, task, r["system"], r["source"])
         )
 
     def wanted(r: dict) -> bool:
@@ -337,18 +337,36 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
 
 
 # A task's keys that config_from_spec reads (and the task adapters' size): compared per system through _recipe.
-RECIPE_KEYS = {"steps", "epochs", "lr", "batch_size", "max_length", "warmup_ratio", "reduction_factor"} | {
+RECIPE_KEYS = {
+    "steps",
+    "epochs",
+    "source_steps",
+    "lr",
+    "batch_size",
+    "max_length",
+    "warmup_ratio",
+    "reduction_factor",
+} | {
     "full_steps",
     "full_epochs",
     "full_lr",
 }
 
 
-def _recipe(cfg: dict, task: str, system: str) -> tuple:
-    """How `system` trains on `task` under `cfg`: its TrainConfig (seed and device aside; steps aside when epochs
-    decide), and what else it reads: the task adapters' size, or MLM-TRG's first stage."""
+def _adapter_spec(spec: dict, src: str) -> dict:
+    """A task's settings for the task adapters of source `src`: an extra source's own "source_steps" (its training
+    set may be far smaller than the main source's, so epochs would not compare) replace the task's budget."""
+    if src != spec.get("source", "en") and "source_steps" in spec:
+        return {**spec, "steps": spec["source_steps"], "epochs": None}
+    return spec
+
+
+def _recipe(cfg: dict, task: str, system: str, src: str) -> tuple:
+    """How `system` trains on `task` from `src` under `cfg`: its TrainConfig (seed and device aside; steps aside when
+    epochs decide), and what else it reads: the task adapters' size, or MLM-TRG's first stage."""
     spec = cfg["tasks"][task]
     full = system in FULL_SYSTEMS
+    spec = spec if full else _adapter_spec(spec, src)
     config = config_from_spec(spec, 0, FULL_FINE_TUNING if full else TASK_ADAPTER, cfg, full=full)
     config = replace(config, device="auto", steps=None if config.epochs else config.steps)
     if full:

@@ -179,6 +179,9 @@ def main() -> None:
     recipe_config = config_from_spec(cfg["lang_adapter"], 0, LANGUAGE_ADAPTER, cfg)  # as the run's adapters
     for item in report["items"]:  # every recipe but long-* trains with the config's batch
         item.setdefault("batch_size", recipe_config.batch_size)
+    # how the English NER task adapters every recipe is scored with were trained (the --run's own config)
+    ner = json.loads((run / "results.json").read_text())["meta"]["config"]["tasks"]["ner"]
+    report["task_adapters"] = {"run": run.name} | {k: ner.get(k) for k in ("epochs", "steps", "batch_size", "lr")}
 
     for tgt in args.targets.split(","):
         splits = {
@@ -266,6 +269,7 @@ def main() -> None:
             report["items"].append(item)
             save()
             print(json.dumps(item), flush=True)
+    save()
 
 
 if __name__ == "__main__":

@@ -87,7 +87,15 @@ def text_table(stats: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def recipes_table(summary: list[dict]) -> str:
+def task_adapters_line(info: dict | None) -> str:
+    """Which English NER task adapters the recipes were scored with, in words (from recipes.json)."""
+    if not info:
+        return "of the transfer run"
+    budget = f"{info['epochs']:g} epoch(s)" if info.get("epochs") else f"{info['steps']} steps"
+    return f"of the transfer run in runs/{info['run']} ({budget} of {info['batch_size']} at {info['lr']:g})"
+
+
+def recipes_table(summary: list[dict], task_adapters: str = "of the transfer run") -> str:
     """Target language-adapter recipes (scripts/adapter_recipes.py): each adapter's MLM loss and drift, and what
     swapping it in does to zero-shot NER against keeping the English adapter, on dev and on test."""
     from scripts.adapter_recipes import RECIPES, anchor_weight, recipe_info
@@ -102,7 +110,7 @@ def recipes_table(summary: list[dict]) -> str:
 
     lines = [
         "**Target language-adapter recipes** (`assets/recipes.json`; NER F1 means over the seeds of the English task "
-        "adapters, the transfer run's own and unchanged except for MAD-X 2.0, which trains its own; gain = swap − keep "
+        f"adapters {task_adapters}, unchanged except for MAD-X 2.0, which trains its own; gain = swap − keep "
         "English; MLM loss on the target's NER dev sentences, without → with the adapter; drift = 1 − mean cosine of "
         "last-layer states without and with it)\n",
         "| recipe | target | steps | seeds | MLM loss | drift | dev swap / keep (gain) | test swap / keep (gain) |",
@@ -141,7 +149,8 @@ def main() -> None:
         text += "\n" + text_table(json.loads(stats.read_text()))
     recipes = Path(args.results).with_name("recipes.json")
     if recipes.is_file():
-        text += "\n" + recipes_table(json.loads(recipes.read_text())["summary"])
+        report = json.loads(recipes.read_text())
+        text += "\n" + recipes_table(report["summary"], task_adapters_line(report.get("task_adapters")))
     if args.print:
         print(text)
         return

@@ -597,3 +597,7 @@ def test_learning_curve_draws_the_shipped_recipes_and_its_reading_follows_them(s
     flipped = [{**r, "test": {**r["test"], "gain": abs(r["test"]["gain"]) + 1}} for r in shipped]
     assert f"in {len(curve)} of {len(curve)} points" in curve_reading(flipped)
     assert curve_reading([]) == "" and "no learning curve" in str(curve_figure([]).to_dict()["layout"])
+    # It names the task adapters the curve was scored with: not the shipped run's when recipes.json says so.
+    info = json.loads((REPO / "assets" / "recipes.json").read_text())["task_adapters"]
+    assert demo.state.results.recipes_task_adapters() == info
+    assert f"trained {info['steps']} steps (run `{info['run']}`)" in curve_reading(shipped, info)

@@ -219,9 +219,11 @@ def test_a_changed_language_adapter_recipe_trains_the_adapters_again(tmp_path):
 
 def test_a_longer_task_adapter_budget_keeps_the_full_fine_tuning_rows(tmp_path):
     """Each row depends on its own system's recipe: more epochs for the task adapters retrains them and keeps full
-    fine-tuning's rows (its own budget did not change); a new full fine-tuning rate redoes the baseline only."""
+    fine-tuning's rows (its own budget did not change) and an extra source's (it has its own "source_steps"); a new
+    full fine-tuning rate redoes the baseline only."""
     write_data(tmp_path, **{"en.txt": ner_sentences(30), "sw.txt": ner_sentences(20, seed=1)})
-    cfg = ner_config(tmp_path, ["madx", "baseline"], {"sw": "sw.txt"}, steps=2, full_steps=2)
+    extra = {"sources": {"sw": str(tmp_path / "sw.txt")}, "source_systems": ["madx"], "source_seeds": [1]}
+    cfg = ner_config(tmp_path, ["madx", "baseline"], {"sw": "sw.txt"}, steps=2, full_steps=2, source_steps=3, **extra)
     cfg["seeds"] = [1]
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     out = tmp_path / "out"
@@ -240,12 +242,13 @@ def test_a_longer_task_adapter_budget_keeps_the_full_fine_tuning_rows(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     run_transfer(tmp_path / "cfg.json", out)
     second = rows()
-    assert second[: len(of(first, "baseline"))] == of(first, "baseline")  # kept, in front
-    assert task_adapter.read_bytes() != trained and of(second, "madx", "madx-src")  # trained again and rescored
+    kept = [r for r in first if r["system"] == "baseline" or r["source"] == "sw"]
+    assert second[: len(kept)] == kept  # kept, in front
+    assert task_adapter.read_bytes() != trained and of(second[len(kept) :], "madx", "madx-src")  # trained again
     assert json.loads((out / "results.json").read_text())["meta"]["config"]["tasks"]["ner"]["epochs"] == 2
     cfg["tasks"]["ner"]["full_lr"] = 1e-4
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     run_transfer(tmp_path / "cfg.json", out)
     third = rows()
-    assert third[: len(of(second, "madx", "madx-src"))] == of(second, "madx", "madx-src")
-    assert {r["system"] for r in third[len(of(second, "madx", "madx-src")) :]} == {"baseline"}
+    adapters = of(second, "madx", "madx-src")
+    assert third[: len(adapters)] == adapters and {r["system"] for r in third[len(adapters) :]} == {"baseline"}
