@@ -19,6 +19,8 @@ and (for reference) MAD-X -LAD's task adapter with no language adapter. Recipes 
         --recipes cold,cold-100,cold-200,warm --seeds 1,2,3 --out runs/recipes/recipes.json
 
 `--run` is a finished `transfer` output (its adapters/lang/ and adapters/task/). Resumable: finished items are kept.
+The anchor-W recipes (a variant beyond the paper, any weight W) start from the English adapter and add W x its drift
+from the English adapter's layer outputs to the MLM loss (see anchor_weight).
 The long-* recipes score checkpoints of scripts.long_adapters (the paper's batch on a GPU) from `--long`;
 `--device cuda` scores on a GPU.
 """
