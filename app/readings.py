@@ -223,4 +223,21 @@ def curve_reading(recipes: list[dict], task_adapters: dict | None = None) -> str
             if at_most <= 0
             else ""
         )
+        + _anchored(recipes)
+    )
+
+
+def _anchored(recipes: list[dict]) -> str:
+    """A sentence on the anchored variant (recipes anchor-W) when recipes.json has it: its mean swap − keep on test."""
+    rows = [r for r in recipes if str(r.get("recipe", "")).startswith("anchor-") and "test" in r]
+    if not rows:
+        return ""
+    best = max({r["recipe"] for r in rows}, key=lambda n: sum(r["test"]["gain"] for r in rows if r["recipe"] == n))
+    mine = sorted((r for r in rows if r["recipe"] == best), key=lambda r: r["target"])
+    mean = sum(r["test"]["gain"] for r in mine) / len(mine)
+    per = ", ".join(f"{r['target']} {r['test']['gain']:+.1f}" for r in mine)
+    return (
+        f" A variant beyond the paper comes closest: a target adapter that starts from the English one and is kept "
+        f"near its layer outputs while it learns the language ({best}): swap − keep {per}, mean {mean:+.1f}"
+        + (", so it helps here." if mean > 0 else ", so even it does not beat keeping the English adapter on average.")
     )

@@ -601,3 +601,8 @@ def test_learning_curve_draws_the_shipped_recipes_and_its_reading_follows_them(s
     info = json.loads((REPO / "assets" / "recipes.json").read_text())["task_adapters"]
     assert demo.state.results.recipes_task_adapters() == info
     assert f"trained {info['steps']} steps (run `{info['run']}`)" in curve_reading(shipped, info)
+    # and the anchored variant's mean gain, when the recipes have it
+    anchored = [r for r in shipped if r["recipe"] == "anchor-10"]
+    mean = sum(r["test"]["gain"] for r in anchored) / len(anchored)
+    assert "(anchor-10): " in curve_reading(shipped) and f"mean {mean:+.1f}" in curve_reading(shipped)
+    assert ("does not beat keeping" in curve_reading(shipped)) == (mean <= 0)
