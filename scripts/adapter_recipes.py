@@ -19,6 +19,7 @@ and (for reference) MAD-X -LAD's task adapter with no language adapter. Recipes 
         --recipes cold,cold-100,cold-200,warm --seeds 1,2,3 --out runs/recipes/recipes.json
 
 `--run` is a finished `transfer` output (its adapters/lang/ and adapters/task/). Resumable: finished items are kept.
+`--adapters runs/recipes/adapters` scores adapters trained before (e.g. against another run's task adapters).
 The anchor-W recipes (a variant beyond the paper, any weight W) start from the English adapter and add W x its drift
 from the English adapter's layer outputs to the MLM loss (see anchor_weight).
 The long-* recipes score checkpoints of scripts.long_adapters (the paper's batch on a GPU) from `--long`;
@@ -158,6 +159,12 @@ def main() -> None:
     p.add_argument("--out", default="runs/recipes/recipes.json")
     p.add_argument("--long", default="runs/long", help="scripts.long_adapters output, for the long-* recipes")
     p.add_argument("--device", default="cpu", help="where to evaluate (training follows the config's device)")
+    p.add_argument(
+        "--adapters",
+        default="",
+        help="score the recipes' adapters already trained in DIR/<recipe>/<target> (another --out's adapters/, e.g. "
+        "runs/recipes/adapters) instead of training them again: the same adapters against another run's task adapters",
+    )
     args = p.parse_args()
     data = Path(os.environ.get("MADX_DATA_DIR", "../shared/data"))
     cfg = json.loads(Path(args.config).read_text())
@@ -226,6 +233,9 @@ def main() -> None:
                 )
                 item.update(steps=result.steps, train_seconds=round(time.perf_counter() - started))
                 item["final_loss"] = result.losses[-1]
+            elif steps is not None and args.adapters and (Path(args.adapters) / recipe / tgt).is_dir():
+                model.load_adapter(Path(args.adapters) / recipe / tgt, load_as=name)  # trained before: scored only
+                item.update(steps=steps, trained_in=(Path(args.adapters) / recipe / tgt).as_posix())
             elif steps is not None:
                 started = time.perf_counter()
                 result = train_language_adapter(
