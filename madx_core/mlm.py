@@ -271,14 +271,14 @@ def train_language_adapter(
         features = mlm_features(tokenizer, [t for t in texts if t.strip()], max_length)
         if not features:
             raise ValueError(f"no usable text for language {lang!r}")
+    if anchor is not None and anchor not in model.adapters:
+        raise ValueError(f"unknown anchor adapter {anchor!r}")
     seed_everything(config.seed)
     model.add_adapter(lang, adapter_config, overwrite=True, init_from=start_from)
     model.set_trainable(adapters=[lang])
     if vocab_subset and isinstance(texts, TextStream):
         raise ValueError("vocab_subset needs the text in memory (a list of lines), not a stream")
     vocab = text_vocab(features) if vocab_subset else None
-    if anchor is not None and anchor not in model.adapters:
-        raise ValueError(f"unknown anchor adapter {anchor!r}")
     step = mlm_step_fn(
         model, tokenizer, Stack(lang), torch.Generator().manual_seed(config.seed + 1), vocab,
         Stack(anchor) if anchor else None, anchor_weight,

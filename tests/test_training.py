@@ -182,3 +182,4 @@ def test_an_anchored_language_adapter_stays_near_its_anchor_in_every_layer(ner_d
     assert states["en"].shape[0] == model.num_layers and drift("kept") < drift("free") / 3
     with pytest.raises(ValueError, match="unknown anchor adapter 'xx'"):
         train_language_adapter(model, tok, texts, "bad", config=config, anchor="xx")
+    assert "bad" not in model.adapters  # refused before anything was added
