@@ -210,17 +210,11 @@ class _MLMStep:
 
 
 def mlm_step_fn(
-    model: AdapterModel,
-    tokenizer,
-    adapters: Stack | None,
-    generator: torch.Generator,
-    vocab=None,
-    anchor: Stack | None = None,
-    anchor_weight: float = 0.0,
+    model: AdapterModel, tokenizer, adapters: Stack | None, generator: torch.Generator, vocab=None, **anchor
 ) -> _MLMStep:
     """A loss function for MLM batches (callable as step(batch) or step(batch, rows)); `vocab`: see text_vocab;
-    `anchor`: see _MLMStep."""
-    return _MLMStep(model, tokenizer, adapters, generator, vocab, anchor, anchor_weight)
+    `anchor` / `anchor_weight`: see _MLMStep."""
+    return _MLMStep(model, tokenizer, adapters, generator, vocab, **anchor)
 
 
 def text_vocab(features: list[dict]) -> torch.Tensor:
@@ -279,10 +273,9 @@ def train_language_adapter(
     if vocab_subset and isinstance(texts, TextStream):
         raise ValueError("vocab_subset needs the text in memory (a list of lines), not a stream")
     vocab = text_vocab(features) if vocab_subset else None
-    step = mlm_step_fn(
-        model, tokenizer, Stack(lang), torch.Generator().manual_seed(config.seed + 1), vocab,
-        Stack(anchor) if anchor else None, anchor_weight,
-    )  # fmt: skip
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    anchored = {"anchor": Stack(anchor), "anchor_weight": anchor_weight} if anchor else {}
+    step = mlm_step_fn(model, tokenizer, Stack(lang), generator, vocab, **anchored)
     return train_adapter(model, lang, features, step, config, out_dir, False, progress, should_stop)
 
 
