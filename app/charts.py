@@ -19,6 +19,7 @@ SYSTEM_COLORS = {
     "madx-inv": "#2a9d8f",
     "madx-src": "#9c6644",
     "madx": "#264653",
+    "madx-anchor": "#6a4c93",
 }
 METRIC_LABELS = {"em": "exact match (EM)"}  # where the switch spells a metric out
 

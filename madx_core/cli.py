@@ -156,18 +156,24 @@ def cmd_train_lang(args) -> dict:
     inv = None if args.inv == "none" else args.inv
     adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, inv_adapter=inv, non_linearity=args.act)
     config = _train_config(args, LANGUAGE_ADAPTER)
+    # --anchor (a variant beyond the paper): start from that adapter, shape included, and stay near its layer outputs
+    anchor = _load_adapter(model, args.anchor, load_as=f"{args.lang}-anchor") if args.anchor else None
     result = train_language_adapter(
         model,
         tokenizer,
         texts,
         args.lang,
-        adapter_config=adapter_config,
+        adapter_config=None if anchor else adapter_config,
+        start_from=anchor,
         config=config,
         out_dir=args.out,
         progress=_progress,
+        anchor=anchor,
+        anchor_weight=args.anchor_weight,
     )
     lines = {"streamed_files": len(args.text)} if args.stream else {"lines": len(texts)}
-    return {"out": args.out, "lang": args.lang, **lines, **_summary(result)}
+    anchored = {"anchor": args.anchor, "anchor_weight": args.anchor_weight} if anchor else {}
+    return {"out": args.out, "lang": args.lang, **lines, **anchored, **_summary(result)}
 
 
 def cmd_train_task(args) -> dict:
@@ -328,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--act", default="relu")
     p.add_argument("--stream", action="store_true", help="read and tokenise --text lazily (files beyond memory)")
     p.add_argument("--stream-buffer", type=int, default=10_000, help="lines shuffled together when streaming")
+    p.add_argument(
+        "--anchor",
+        default=None,
+        help="a language adapter (directory or AdapterHub name, e.g. the source language's) to start from and stay "
+        "near: MLM plus --anchor-weight x its layer outputs' distance (a variant beyond the paper; its shape is kept)",
+    )
+    p.add_argument("--anchor-weight", type=float, default=30.0, help="weight of the pull towards --anchor")
     training(p, steps=LANGUAGE_ADAPTER.steps)
 
     for name, fn, what in [

@@ -7,6 +7,9 @@
     madx       language adapters with NICE invertible adapters + task adapter; swap in the target's at test time
     madx-src   (scored with madx's task adapters, no training of its own) the source language's adapter kept at
                test time: what swapping in the target's adapter is measured against
+    madx-anchor  (a variant beyond the paper, scored with madx's task adapters) each target's language adapter starts
+               from the source's and trains with MLM plus a pull towards the source adapter's layer outputs on the
+               target's text ("madx_anchor": {"weight": W}; see mlm.train_language_adapter's anchor), swapped in
 
 A config (JSON) names the backbone, seeds, text per language, tasks with their train/test files, and the systems;
 a task may name its own "systems" and "seeds", "epochs" or "steps", and "full_epochs" / "full_steps" / "full_lr" for
@@ -50,7 +53,8 @@ from .training import (
     train_task_adapter,
 )
 
-SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx", "madx-src")
+SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx", "madx-src", "madx-anchor")
+SCORED_WITH_MADX = ("madx-src", "madx-anchor")  # no training of their own: madx's task adapters, other stacks
 DEFAULT_SYSTEMS = ["baseline", "madx-lad", "madx-inv", "madx"]  # MLM-TRG only on request: a full model per target
 FULL_SYSTEMS = ("baseline", "mlm-trg")  # they train the whole backbone (the task's full_* settings), not adapters
 
@@ -59,6 +63,7 @@ def _path(p: str) -> str:
     return os.path.expandvars(os.path.expanduser(p))
 
 
+DEFAULT_BACKBONE = "multilingual-e5-small"
 STEPS = 500  # a config's training budget where it names neither steps nor epochs
 
 
@@ -128,7 +133,7 @@ def run_transfer(
     if only is not None and set(only) - set(SYSTEMS):
         raise ValueError(f"unknown systems {sorted(set(only) - set(SYSTEMS))}; known: {', '.join(SYSTEMS)}")
     seeds = cfg.get("seeds", [1])
-    backbone = cfg.get("backbone", "multilingual-e5-small")
+    backbone = cfg.get("backbone", DEFAULT_BACKBONE)
     base = AdapterModel.from_pretrained(backbone)
     tokenizer = load_tokenizer(backbone)
     rows = _finished_rows(out, cfg)  # a run that was cut off resumes where it stopped
@@ -141,7 +146,7 @@ def run_transfer(
     # 1. Language adapters (trained once; the paper varies seeds for the task stage only).
     lang_spec = cfg.get("lang_adapter", {})
     for inv, suffix, system in (("nice", "", "madx"), (None, "_noinv", "madx-inv")):
-        if only is not None and system not in only:
+        if only is not None and system not in only and not (system == "madx" and "madx-anchor" in only):
             continue
         needed = set(cfg.get("extra_languages", [])) if system == "madx" and targets is None else set()
         for spec in work["tasks"].values():
@@ -169,6 +174,8 @@ def run_transfer(
             _ship(base, name, target_dir, with_head=False)
             atomic_write_text(made, json.dumps(record, indent=2) + "\n")
             log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
+    if only is None or "madx-anchor" in only:
+        _anchored_adapters(base, tokenizer, cfg, work, systems, seeds, out, log)
 
     # 2. Task training on each source, zero-shot evaluation on every target.
     for task, spec in work["tasks"].items():
@@ -177,10 +184,15 @@ def run_transfer(
             train, tests = load_task(task, spec, train_file)
             labels = get_task(task).labels(train)
             for seed in task_seeds:
-                for system in task_systems:
+                for system in sorted(task_systems, key=lambda s: s == "madx-anchor"):  # after madx: it reads madx's
                     if system == "madx-src" or _done(rows, task, system, seed, src, tests):
                         continue  # madx-src is scored together with madx
                     if only is not None and system not in only:
+                        continue
+                    if system == "madx-anchor":
+                        rows = [r for r in rows if not (_same_run(r, task, system, seed, src) and r["target"] in tests)]
+                        rows += _score_anchored(base, tokenizer, task, spec, tests, seed, src, out)
+                        write_results(out, rows, cfg)
                         continue
                     if seed not in spec.get("system_seeds", {}).get(system, [seed]):
                         continue  # a costly system may run fewer seeds
@@ -237,8 +249,9 @@ def _key(r: dict) -> tuple:
 
 
 def _same_run(r: dict, task: str, system: str, seed: int, src: str) -> bool:
-    """Whether row r came from this (task, system, seed, source) training run (madx-src is scored with madx)."""
-    systems = {system, "madx-src"} if system == "madx" else {system}
+    """Whether row r came from this (task, system, seed, source) training run (madx-src and madx-anchor are scored
+    with madx's task adapter, so they go when it is trained again)."""
+    systems = {system, *SCORED_WITH_MADX} if system == "madx" else {system}
     return r["task"] == task and r["system"] in systems and r["seed"] == seed and r["source"] == src
 
 
@@ -263,7 +276,7 @@ def _sources(spec: dict, systems: list[str], seeds: list[int]) -> list[tuple[str
 def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src, out) -> list[dict]:
     """Train one task adapter (stacked on the source's language adapter, or on none for -LAD) and score it."""
     model_lang = {"madx": "", "madx-inv": "_noinv"}.get(system)
-    name = f"{task}-{system}-s{seed}" + ("" if src == spec.get("source", "en") else f"-{src}")
+    name = _task_adapter_name(task, system, seed, src, spec)
     result = train_task_adapter(
         base,
         tokenizer,
@@ -288,6 +301,63 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
             row = _row(scored_as, src, tgt, task, seed, base)
             rows += score_rows(base, tokenizer, examples, stack, name, row)
             rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
+    base.delete_adapter(name)
+    return rows
+
+
+def _task_adapter_name(task: str, system: str, seed: int, src: str, spec: dict) -> str:
+    """The task adapter's name, also its folder under adapters/task/."""
+    return f"{task}-{system}-s{seed}" + ("" if src == spec.get("source", "en") else f"-{src}")
+
+
+def _anchored_name(lang: str, src: str) -> str:
+    return f"{lang}_anchor_{src}"
+
+
+def _anchored_adapters(base, tokenizer, cfg: dict, work: dict, systems: list, seeds: list, out: Path, log) -> None:
+    """Train (or load) madx-anchor's target adapters: for every (source, target) it scores, the target's adapter
+    starts from the source's madx adapter and trains with the language adapters' MLM recipe plus W x the mean over
+    layers of 1 - cos(its layer outputs, the source adapter's) on the target's own text (a variant beyond the paper).
+    """
+    lang_spec, anchor_spec = cfg.get("lang_adapter", {}), cfg.get("madx_anchor", {})
+    pairs = set()
+    for spec in work["tasks"].values():
+        for src, systems_, _ in _sources(spec, systems, seeds):
+            if "madx-anchor" in systems_:
+                pairs |= {(src, tgt) for tgt in spec["targets"] if tgt != src}
+    for src, lang in sorted(pairs):
+        name, target_dir = _anchored_name(lang, src), out / "adapters" / "lang_anchor" / src / lang
+        record = {"backbone": cfg.get("backbone", DEFAULT_BACKBONE), "texts": cfg["texts"].get(lang)}
+        record |= {"lang_adapter": lang_spec, "precision": cfg.get("precision"), "madx_anchor": anchor_spec}
+        record |= {"start_from": src, "source_texts": cfg["texts"].get(src)}  # what it starts from, keeps near
+        made = target_dir / "madx_training.json"
+        if made.is_file() and json.loads(made.read_text()) == record:
+            base.load_adapter(target_dir, load_as=name)
+            continue
+        texts = texts_for(cfg, lang)
+        log(f"anchored language adapter {name}: {len(texts)} lines, weight {anchor_spec.get('weight', 10.0)}")
+        config = config_from_spec(lang_spec, 0, LANGUAGE_ADAPTER, cfg)
+        result = train_language_adapter(
+            base, tokenizer, texts, name, start_from=src, anchor=src,
+            anchor_weight=anchor_spec.get("weight", 10.0), config=config,
+        )  # fmt: skip
+        _ship(base, name, target_dir, with_head=False)
+        atomic_write_text(made, json.dumps(record, indent=2) + "\n")
+        log(f"anchored language adapter {name}: {result.steps} steps in {result.seconds:.0f}s")
+
+
+def _score_anchored(base, tokenizer, task: str, spec: dict, tests: dict, seed: int, src: str, out: Path) -> list:
+    """madx-anchor's rows: madx's task adapter as shipped by this run, with each target's anchored adapter swapped
+    in (on the source itself, the source's adapter)."""
+    name = _task_adapter_name(task, "madx", seed, src, spec)
+    directory = out / "adapters" / "task" / name
+    if not directory.is_dir():
+        raise FileNotFoundError(f"madx-anchor reads madx's task adapter and {directory} is missing: run madx too")
+    base.load_adapter(directory, load_as=name, with_head=True)
+    rows = []
+    for tgt, examples in tests.items():
+        stack = Stack(src if tgt == src else _anchored_name(tgt, src), name)
+        rows += score_rows(base, tokenizer, examples, stack, name, _row("madx-anchor", src, tgt, task, seed, base))
     base.delete_adapter(name)
     return rows
 
@@ -321,6 +391,7 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
             and all(before.get(k) == cfg.get(k) for k in keys)
             and shared(before, task) == shared(cfg, task)
             and _recipe(before, task, r["system"], r["source"]) == _recipe(cfg, task, r["system"], r["source"])
+            and (r["system"] != "madx-anchor" or before.get("madx_anchor") == cfg.get("madx_anchor"))
         )
 
     def wanted(r: dict) -> bool:

@@ -66,6 +66,22 @@ def test_train_evaluate_and_predict(tmp_path, small_data):
     assert r["stack"] == ["qa"] and context[r["start"] : r["start"] + len(r["answer"])] == r["answer"]
 
 
+def test_train_lang_with_an_anchor_starts_from_it_and_keeps_its_shape(tmp_path, small_data):
+    """`train-lang --anchor DIR` (a variant beyond the paper) starts from that adapter and trains on: the new adapter
+    has the anchor's shape, invertible adapter included, and weights of its own."""
+    from safetensors.torch import load_file
+
+    en, out = SHIPPED / "lang" / "en", tmp_path / "sw"
+    r = cli_json("train-lang", "--lang", "sw", "--text", str(small_data / "sw.txt"), "--out", str(out), "--steps", "2",
+                 "--batch-size", "4", "--anchor", str(en), "--inv", "none")  # fmt: skip
+    assert r["anchor"] == str(en) and r["steps"] == 2
+    mine, theirs = (json.loads((d / "adapter_config.json").read_text())["config"] for d in (out, en))
+    assert mine == theirs and mine["inv_adapter"] == "nice"  # the anchor's shape, not --inv's
+    new = {k.replace(".sw.", ".en."): v for k, v in load_file(out / "adapter.safetensors").items()}
+    old = load_file(en / "adapter.safetensors")
+    assert new.keys() == old.keys() and any(not new[k].float().equal(old[k].float()) for k in new)
+
+
 def test_shipped_adapters_tag_and_answer_a_clear_example():
     """With the shipped adapters the commands give the answer a reader expects."""
     text = "Juma Hassani alisafiri kutoka Mombasa hadi Nairobi."

@@ -252,3 +252,40 @@ def test_a_longer_task_adapter_budget_keeps_the_full_fine_tuning_rows(tmp_path):
     third = rows()
     adapters = of(second, "madx", "madx-src")
     assert third[: len(adapters)] == adapters and {r["system"] for r in third[len(adapters) :]} == {"baseline"}
+
+
+def test_anchored_target_adapters_are_added_to_a_finished_run_with_madx_task_adapters(tmp_path):
+    """madx-anchor (a variant beyond the paper) scores madx's own task adapter with anchored target adapters: asked for
+    after madx finished, it trains only those adapters and adds its rows (on the source, it is the source's adapter,
+    so it equals madx there); a new anchor weight trains them again and redoes its rows only."""
+    write_data(tmp_path, **{"en.txt": ner_sentences(30), "sw.txt": ner_sentences(20, seed=1)})
+    cfg = ner_config(tmp_path, ["madx"], {"en": "en.txt", "sw": "sw.txt"}, steps=2)
+    cfg["seeds"] = [1]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    run_transfer(tmp_path / "cfg.json", out)
+    first = json.loads((out / "results.json").read_text())["rows"]
+    task_adapter = (out / "adapters" / "task" / "ner-madx-s1" / "adapter.safetensors").read_bytes()
+
+    cfg["systems"], cfg["madx_anchor"] = ["madx", "madx-anchor"], {"weight": 5.0}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run_transfer(tmp_path / "cfg.json", out)
+    second = json.loads((out / "results.json").read_text())["rows"]
+    assert second[: len(first)] == first  # madx and madx-src kept, their task adapter not trained again
+    assert (out / "adapters" / "task" / "ner-madx-s1" / "adapter.safetensors").read_bytes() == task_adapter
+    added = {r["target"]: r for r in second[len(first) :]}
+    assert sorted(added) == ["en", "sw"] and {r["system"] for r in added.values()} == {"madx-anchor"}
+    madx = {r["target"]: r for r in first if r["system"] == "madx"}
+    assert added["en"]["value"] == madx["en"]["value"]
+    anchored = out / "adapters" / "lang_anchor" / "en" / "sw"
+    record = json.loads((anchored / "madx_training.json").read_text())
+    assert record["madx_anchor"] == {"weight": 5.0} and record["start_from"] == "en"
+    weights = (anchored / "adapter.safetensors").read_bytes()
+    assert weights != (out / "adapters" / "lang" / "sw" / "adapter.safetensors").read_bytes()
+
+    cfg["madx_anchor"] = {"weight": 50.0}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run_transfer(tmp_path / "cfg.json", out)
+    third = json.loads((out / "results.json").read_text())["rows"]
+    assert third[: len(first)] == first and {r["system"] for r in third[len(first) :]} == {"madx-anchor"}
+    assert (anchored / "adapter.safetensors").read_bytes() != weights
