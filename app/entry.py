@@ -15,7 +15,7 @@ class AdapterEntry:
     name: str
     kind: str  # "language" or "task"
     task: str | None  # "ner" or "qa" for task adapters
-    origin: str  # "shipped", "shipped -INV", "trained here", "uploaded", "AdapterHub"
+    origin: str  # "shipped", "shipped -INV", ANCHORED, "trained here", "uploaded", "AdapterHub"
     path: Path | None  # an AdapterHub directory; None for a Hub adapter not downloaded yet
     lang: str | None = None  # language code (language adapters) or training language (task adapters)
     hub_id: str | None = None
@@ -26,12 +26,13 @@ class AdapterEntry:
         from madx_core.backbones import LANGUAGE_NAMES
 
         if self.kind == "language":
-            language = LANGUAGE_NAMES.get((self.lang or "").removesuffix("_noinv"), "")
+            language = LANGUAGE_NAMES.get((self.lang or "").removesuffix("_noinv").removesuffix("_anchor"), "")
             return f"{self.name}{' · ' + language if language else ''} ({self.origin})"
         on = f", on {self.lang}" if self.lang else ""
         return f"{self.name} · {self.task.upper()} ({self.origin}{on})"
 
 
+ANCHORED = "shipped, anchored to en: a variant"  # madx-anchor's target adapters (README, Results)
 HEAD_TASKS = {"tagging": "ner", "question_answering": "qa"}  # the task heads this app runs
 
 

@@ -10,6 +10,7 @@ from madx_core.results import summarise as core_summarise
 from madx_core.tasks import TASKS, get_task
 
 from .charts import curve_rows, main_source, system_name
+from .entry import ANCHORED
 from .state import AppState
 
 
@@ -155,6 +156,16 @@ def adapters_summary(state: AppState) -> str:
         )
     if noinv:
         lines.append(f"- **–INV language adapters** ({', '.join(noinv)}): the same without the invertible adapter.")
+    anchored = sorted(e.name for e in reg.language_adapters() if e.origin == ANCHORED)
+    if anchored:
+        weight = (config.get("madx_anchor") or {}).get("weight")
+        lines.append(
+            f"- **Anchored language adapters** ({', '.join(anchored)}; a variant beyond the paper, the transfer "
+            f"results' *{system_name('madx-anchor')}*): each starts as a copy of the English adapter and trains "
+            f"with the same masked-LM recipe plus {weight} × how far its layer outputs move from the English "
+            "adapter's on the same text, so it learns its language while staying in the space the English task "
+            "adapter was trained in. Use them with the `ner` or `qa` task adapter."
+        )
     summary = _shipped_summary(state)
     english = {
         (r["task"], r["system"]): r["mean"] * TASKS[r["task"]].scale

@@ -19,7 +19,7 @@ from madx_core.atomic import atomic_write_text
 from madx_core.backbones import CATALOG, hub_reachable
 from madx_core.model import AdapterModel
 
-from .entry import AdapterEntry, describe_adapter
+from .entry import ANCHORED, AdapterEntry, describe_adapter
 from .inputs import NAME_LIKE, NAME_RE, shown
 from .uploads import Uploads
 
@@ -95,9 +95,12 @@ class Registry(Uploads):
     # --- adapters ----------------------------------------------------------------------------------------
 
     def scan_shipped(self) -> None:
-        """Register the shipped adapters: assets/adapters/{lang,lang_noinv,task}/<name>/ (missing ones are skipped)."""
+        """Register the shipped adapters: assets/adapters/{lang,lang_noinv,lang_anchor,task}/<name>/ (missing ones
+        are skipped)."""
         root = self.assets / "adapters"
-        for sub, suffix, origin in (("lang", "", "shipped"), ("lang_noinv", "_noinv", "shipped -INV")):
+        kinds = [("lang", "", "shipped"), ("lang_noinv", "_noinv", "shipped -INV")]
+        kinds.append(("lang_anchor", "_anchor", ANCHORED))  # madx-anchor's target adapters
+        for sub, suffix, origin in kinds:
             for d in sorted((root / sub).glob("*/")) if (root / sub).is_dir() else []:
                 if (d / "adapter_config.json").is_file():
                     self._add(AdapterEntry(d.name + suffix, "language", None, origin, d, lang=d.name))

@@ -156,8 +156,9 @@ def cmd_train_lang(args) -> dict:
     inv = None if args.inv == "none" else args.inv
     adapter_config = AdapterConfig(reduction_factor=args.reduction_factor, inv_adapter=inv, non_linearity=args.act)
     config = _train_config(args, LANGUAGE_ADAPTER)
-    # --anchor (a variant beyond the paper): start from that adapter, shape included, and stay near its layer outputs
-    anchor = _load_adapter(model, args.anchor, load_as=f"{args.lang}-anchor") if args.anchor else None
+    # an anchor (a variant beyond the paper): start from that adapter, shape included, and stay near its layer outputs
+    spec = _anchor(args, adapter_config)
+    anchor = _load_adapter(model, spec, load_as=f"{args.lang}-anchor") if spec else None
     result = train_language_adapter(
         model,
         tokenizer,
@@ -172,8 +173,25 @@ def cmd_train_lang(args) -> dict:
         anchor_weight=args.anchor_weight,
     )
     lines = {"streamed_files": len(args.text)} if args.stream else {"lines": len(texts)}
-    anchored = {"anchor": args.anchor, "anchor_weight": args.anchor_weight} if anchor else {}
+    anchored = {"anchor": spec, "anchor_weight": args.anchor_weight} if anchor else {"anchor": None}
     return {"out": args.out, "lang": args.lang, **lines, **anchored, **_summary(result)}
+
+
+def _anchor(args, shape: AdapterConfig) -> str | None:
+    """The adapter train-lang anchors to. "auto", the default: the shipped English adapter when training another
+    language on the shipped backbone in its shape (on this backbone MAD-X's own recipe makes transfer worse than
+    keeping the English adapter; README, Results); "none": MAD-X's recipe (random start, MLM only)."""
+    if args.anchor == "none":
+        return None
+    if args.anchor != "auto":
+        return args.anchor
+    from .backbones import ASSETS, DEFAULT_BACKBONE
+    from .training import LANGUAGE_ADAPTER_SHAPE
+
+    english = ASSETS / "adapters" / "lang" / "en"
+    if args.backbone != DEFAULT_BACKBONE or args.lang == "en" or not english.is_dir():
+        return None
+    return str(english) if shape == LANGUAGE_ADAPTER_SHAPE else None  # the shipped adapters' shape
 
 
 def cmd_train_task(args) -> dict:
@@ -336,9 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-buffer", type=int, default=10_000, help="lines shuffled together when streaming")
     p.add_argument(
         "--anchor",
-        default=None,
+        default="auto",
         help="a language adapter (directory or AdapterHub name, e.g. the source language's) to start from and stay "
-        "near: MLM plus --anchor-weight x its layer outputs' distance (a variant beyond the paper; its shape is kept)",
+        "near: MLM plus --anchor-weight x its layer outputs' distance (a variant beyond the paper; its shape is kept). "
+        "auto: the shipped English adapter on the shipped backbone with the default shape, else none; none: MAD-X's "
+        "own recipe",
     )
     p.add_argument("--anchor-weight", type=float, default=30.0, help="weight of the pull towards --anchor")
     training(p, steps=LANGUAGE_ADAPTER.steps)

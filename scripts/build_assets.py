@@ -59,6 +59,9 @@ def copy_adapters() -> None:
     for sub in ("lang", "lang_noinv"):
         for d in sorted((RUNS / "transfer" / "adapters" / sub).glob("*/")):
             shutil.copytree(d, ASSETS / "adapters" / sub / d.name)
+    # madx-anchor's target adapters (a variant beyond the paper), anchored to the English adapter
+    for d in sorted((RUNS / "transfer" / "adapters" / "lang_anchor" / "en").glob("*/")):
+        shutil.copytree(d, ASSETS / "adapters" / "lang_anchor" / d.name)
     # The task adapters of seed 1 are the app's: MAD-X's (stacked on en), -LAD's (trained with no language adapter,
     # what the app runs when "no language adapter" is chosen) and -INV's (goes with lang_noinv).
     for name, source in (

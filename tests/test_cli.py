@@ -41,6 +41,7 @@ def test_train_evaluate_and_predict(tmp_path, small_data):
     r = cli_json("train-lang", "--lang", "sw", "--text", str(small_data / "sw.txt"), "--out", str(sw), "--steps", "2",
                  "--batch-size", "4")  # fmt: skip
     assert r["steps"] == 2 and (sw / "adapter_config.json").is_file()
+    assert r["anchor"] == str(SHIPPED / "lang" / "en")  # the default on the shipped backbone: anchored to English
     assert json.loads((sw / "adapter_config.json").read_text())["config"]["inv_adapter"] == "nice"
 
     r = cli_json("train-task", "--task", "ner", "--lang-adapter", str(sw), "--data", str(small_data / "en_train.txt"),
@@ -80,6 +81,24 @@ def test_train_lang_with_an_anchor_starts_from_it_and_keeps_its_shape(tmp_path, 
     new = {k.replace(".sw.", ".en."): v for k, v in load_file(out / "adapter.safetensors").items()}
     old = load_file(en / "adapter.safetensors")
     assert new.keys() == old.keys() and any(not new[k].float().equal(old[k].float()) for k in new)
+
+
+def test_train_lang_anchors_to_english_by_default_only_where_that_fits():
+    """`--anchor auto` (the default) is the shipped English adapter only for another language on the shipped backbone
+    in the shipped adapters' shape; `none` is MAD-X's own recipe."""
+    from argparse import Namespace
+
+    from madx_core.adapters import AdapterConfig
+    from madx_core.cli import _anchor
+
+    shape = AdapterConfig(reduction_factor=2, inv_adapter="nice")
+    args = {"anchor": "auto", "backbone": "multilingual-e5-small", "lang": "sw"}
+    assert _anchor(Namespace(**args), shape) == str(SHIPPED / "lang" / "en")
+    assert _anchor(Namespace(**args | {"anchor": "none"}), shape) is None
+    assert _anchor(Namespace(**args | {"lang": "en"}), shape) is None
+    assert _anchor(Namespace(**args | {"backbone": "xlm-roberta-base"}), shape) is None
+    assert _anchor(Namespace(**args), AdapterConfig(reduction_factor=2, inv_adapter=None)) is None
+    assert _anchor(Namespace(**args | {"anchor": "some/dir"}), shape) == "some/dir"
 
 
 def test_shipped_adapters_tag_and_answer_a_clear_example():
