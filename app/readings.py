@@ -90,15 +90,14 @@ def task_reading(state: AppState, task: str) -> str:
     rows = [r for r in rows if r["source"] == source]
     by = {(r["system"], r["target"]): r["mean"] * t.scale for r in rows}
     targets = sorted({t for _, t in by})
-    if targets and any(("madx-src", t) in by for t in targets):
-        wins = [t for t in targets if ("madx", t) in by and ("madx-src", t) in by and by["madx", t] > by["madx-src", t]]
-        per = ", ".join(
-            f"{t} {by['madx', t] - by['madx-src', t]:+.1f}"
-            for t in targets
-            if ("madx", t) in by and ("madx-src", t) in by
-        )
-        lines_per = f"- Per language from {source}, swapping minus keeping the source adapter: {per} points"
-        out.append(lines_per + f" (swapping wins for {len(wins)} of {len(targets)}).")
+    for system, what in (("madx", "swapping"), ("madx-anchor", "swapping in the anchored adapter (variant)")):
+        pairs = [t for t in targets if (system, t) in by and ("madx-src", t) in by]
+        if not pairs:
+            continue
+        wins = [t for t in pairs if by[system, t] > by["madx-src", t]]
+        per = ", ".join(f"{t} {by[system, t] - by['madx-src', t]:+.1f}" for t in pairs)
+        lines_per = f"- Per language from {source}, {what} minus keeping the source adapter: {per} points"
+        out.append(lines_per + f" ({what.split(' (')[0]} wins for {len(wins)} of {len(pairs)}).")
     seeds = {r["n"] for r in rows}
     if seeds and max(seeds) == 1:
         out.append("- One training run per system (no error bars): differences of one or two points may be noise.")

@@ -114,6 +114,8 @@ def main() -> None:
         shutil.copy(RUNS / "study" / "study.json", ASSETS / "study.json")
     if (RUNS / "recipes" / "recipes.json").is_file():  # the target-adapter recipes and the app's learning curve
         shutil.copy(RUNS / "recipes" / "recipes.json", ASSETS / "recipes.json")
+    if (RUNS / "recipes-e3" / "recipes.json").is_file():  # the anchored recipes with the shipped task adapters
+        shutil.copy(RUNS / "recipes-e3" / "recipes.json", ASSETS / "recipes_converged.json")
     text_stats(json.loads((REPO / "configs" / "transfer.json").read_text()))
     from scripts.results_table import main as write_table
 

@@ -147,10 +147,12 @@ def main() -> None:
     stats = Path(args.results).with_name("text_stats.json")
     if stats.is_file():
         text += "\n" + text_table(json.loads(stats.read_text()))
-    recipes = Path(args.results).with_name("recipes.json")
-    if recipes.is_file():
-        report = json.loads(recipes.read_text())
-        text += "\n" + recipes_table(report["summary"], task_adapters_line(report.get("task_adapters")))
+    for name in ("recipes.json", "recipes_converged.json"):  # scored with the one-epoch / the shipped task adapters
+        recipes = Path(args.results).with_name(name)
+        if recipes.is_file():
+            report = json.loads(recipes.read_text())
+            recipe_text = recipes_table(report["summary"], task_adapters_line(report.get("task_adapters")))
+            text += "\n" + recipe_text.replace("`assets/recipes.json`", f"`assets/{name}`")
     if args.print:
         print(text)
         return

@@ -514,7 +514,7 @@ def test_scores_charts_speak_one_scale_and_say_what_they_show(served):
     assert all("generated from" in r and "does not help" in r for r in readings) and "NER entity F1" in readings[0]
     assert "does not work as the paper reports" in swap_verdict(state)
     # Per language means from English only: the sw/ha/pcm-source rows belong to the heat map, not to this line.
-    (line,) = [x for x in readings[0].splitlines() if x.startswith("- Per language from en")]
+    (line,) = [x for x in readings[0].splitlines() if x.startswith("- Per language from en, swapping minus")]
     assert sorted(cell.split()[0] for cell in line.split(": ", 1)[1].split(" points")[0].split(", ")) == [
         "ha", "pcm", "sw"
     ]  # fmt: skip
