@@ -313,6 +313,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE
+    from .mlm import ANCHOR_WEIGHT
     from .training import LANGUAGE_ADAPTER, LANGUAGE_ADAPTER_SHAPE, TASK_ADAPTER_SHAPE
 
     parser = _Parser(prog="python -m madx_core", description="MAD-X adapters on transformers 5")
@@ -360,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "auto: the shipped English adapter on the shipped backbone with the default shape, else none; none: MAD-X's "
         "own recipe",
     )
-    p.add_argument("--anchor-weight", type=float, default=30.0, help="weight of the pull towards --anchor")
+    p.add_argument("--anchor-weight", type=float, default=ANCHOR_WEIGHT, help="weight of the pull towards --anchor")
     training(p, steps=LANGUAGE_ADAPTER.steps)
 
     for name, fn, what in [

@@ -37,7 +37,8 @@ import torch
 from . import data as D
 from .adapters import AdapterConfig, Stack
 from .atomic import atomic_write_text
-from .mlm import train_language_adapter, train_mlm_full
+from .backbones import DEFAULT_BACKBONE
+from .mlm import ANCHOR_WEIGHT, train_language_adapter, train_mlm_full
 from .model import AdapterModel
 from .results import held_out_split, score_rows, summarise, write_results
 from .tasks import get_task
@@ -63,7 +64,6 @@ def _path(p: str) -> str:
     return os.path.expandvars(os.path.expanduser(p))
 
 
-DEFAULT_BACKBONE = "multilingual-e5-small"
 STEPS = 500  # a config's training budget where it names neither steps nor epochs
 
 
@@ -335,11 +335,11 @@ def _anchored_adapters(base, tokenizer, cfg: dict, work: dict, systems: list, se
             base.load_adapter(target_dir, load_as=name)
             continue
         texts = texts_for(cfg, lang)
-        log(f"anchored language adapter {name}: {len(texts)} lines, weight {anchor_spec.get('weight', 10.0)}")
+        log(f"anchored language adapter {name}: {len(texts)} lines, weight {anchor_spec.get('weight', ANCHOR_WEIGHT)}")
         config = config_from_spec(lang_spec, 0, LANGUAGE_ADAPTER, cfg)
         result = train_language_adapter(
             base, tokenizer, texts, name, start_from=src, anchor=src,
-            anchor_weight=anchor_spec.get("weight", 10.0), config=config,
+            anchor_weight=anchor_spec.get("weight", ANCHOR_WEIGHT), config=config,
         )  # fmt: skip
         _ship(base, name, target_dir, with_head=False)
         atomic_write_text(made, json.dumps(record, indent=2) + "\n")
