@@ -39,7 +39,8 @@ def build(state: AppState) -> dict:
         "Pick a **language adapter** and a **task adapter** and run them on the frozen multilingual backbone. The "
         "shipped task adapters were trained on English data on top of the English language adapter; MAD-X's "
         "zero-shot transfer swaps in the adapter of your text's language. Whether that helps on this backbone: see "
-        "*Transfer scores*. " + training_line(state)
+        "*Transfer scores*. The `…_anchor` language adapters are a variant beyond the paper that swaps better here "
+        "(compare `sw`, `sw_anchor` and `en` on a Swahili sentence). " + training_line(state)
     )
     with gr.Accordion("What the shipped adapters are, and how much they were trained", open=False):
         gr.Markdown(adapters_summary(state), elem_id="adapters-summary")

@@ -24,8 +24,9 @@ def shipped_reading(state: AppState) -> str:
     return (
         "**What these results show** (generated from `assets/results.json`; one seed where n = 1, so differences of "
         "one or two points may be noise):\n" + body + "\n\nIn the paper, swapping in the target language's adapter "
-        "is what makes MAD-X transfer better; on this small offline backbone it does not, and the README's Results "
-        "section lists what was tried."
+        "is what makes MAD-X transfer better; on this small offline backbone MAD-X's own recipe does not. Target "
+        "adapters anchored to the English one while they learn their language (a variant beyond the paper) remove "
+        "that loss; the README's Results section lists everything that was tried, with the command for each."
     )
 
 

@@ -196,10 +196,12 @@ def build(state: AppState) -> dict:
         "Zero-shot cross-lingual transfer: a task adapter trained on the **source** language (English) is "
         "evaluated on each **target** language. *MAD-X (target adapter swapped in)* puts the target language's "
         "adapter under the task adapter; *MAD-X, source adapter kept* runs the same task adapter on the English "
-        "adapter; *MAD-X –LAD* is a task adapter trained with no language adapter; *–INV* drops the invertible "
-        "adapters; *baseline* fine-tunes the whole backbone. Shipped results come from `assets/results.json`; "
-        "evaluations you run below are added as `app: …` systems with their example count, for you only (this "
-        "browser session)."
+        "adapter; *MAD-X, anchored target adapter swapped in (variant)* is a variant beyond the paper: the same task "
+        "adapter on target adapters that started from the English adapter and were kept near its layer outputs while "
+        "they learned their language; *MAD-X –LAD* is a task adapter trained with no language adapter; *–INV* drops "
+        "the invertible adapters; *baseline* fine-tunes the whole backbone. Shipped results come from "
+        "`assets/results.json`; evaluations you run below are added as `app: …` systems with their example count, for "
+        "you only (this browser session)."
     )
     with gr.Accordion("What all these results show", open=False):
         gr.Markdown(shipped_reading(state), elem_id="shipped-reading")

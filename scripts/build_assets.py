@@ -59,9 +59,12 @@ def copy_adapters() -> None:
     for sub in ("lang", "lang_noinv"):
         for d in sorted((RUNS / "transfer" / "adapters" / sub).glob("*/")):
             shutil.copytree(d, ASSETS / "adapters" / sub / d.name)
-    # madx-anchor's target adapters (a variant beyond the paper), anchored to the English adapter
-    for d in sorted((RUNS / "transfer" / "adapters" / "lang_anchor" / "en").glob("*/")):
-        shutil.copytree(d, ASSETS / "adapters" / "lang_anchor" / d.name)
+    # madx-anchor's target adapters (a variant beyond the paper), anchored to the English adapter: the NER targets'
+    # only, for the app's examples; the QA targets' (3.6 MB each) stay in runs/ to keep the Space small
+    for lang in ("sw", "ha", "pcm"):
+        d = RUNS / "transfer" / "adapters" / "lang_anchor" / "en" / lang
+        if d.is_dir():
+            shutil.copytree(d, ASSETS / "adapters" / "lang_anchor" / lang)
     # The task adapters of seed 1 are the app's: MAD-X's (stacked on en), -LAD's (trained with no language adapter,
     # what the app runs when "no language adapter" is chosen) and -INV's (goes with lang_noinv).
     for name, source in (

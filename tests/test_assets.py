@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def test_assets_are_small_fp16_adapterhub_dirs():
     size = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
-    assert size < 60 * 2**20
+    assert size < 64 * 2**20  # the Space's budget: 17 language adapters of 3.6 MB each are most of it
     dirs = [d for d in (ASSETS / "adapters").glob("*/*") if d.is_dir()]
     assert {"en", "sw", "ha", "pcm", "de", "ar", "zh", "es", "qu", "mi"} <= {d.name for d in dirs}
     for d in dirs:
