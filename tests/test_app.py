@@ -513,6 +513,10 @@ def test_scores_charts_speak_one_scale_and_say_what_they_show(served):
     readings = [task_reading(state, task) for task in ("ner", "qa")]
     assert all("generated from" in r and "does not help" in r for r in readings) and "NER entity F1" in readings[0]
     assert "does not work as the paper reports" in swap_verdict(state)
+    # the anchored variant (madx-anchor) swaps better than keeping English or none on the NER mean, and not on QA
+    assert "anchored target adapter (a variant beyond the paper) helps here" in readings[0]
+    assert "anchored target adapter (a variant beyond the paper) does not help here" in readings[1]
+    assert "does help (NER)" in swap_verdict(state)
     # Per language means from English only: the sw/ha/pcm-source rows belong to the heat map, not to this line.
     (line,) = [x for x in readings[0].splitlines() if x.startswith("- Per language from en, swapping minus")]
     assert sorted(cell.split()[0] for cell in line.split(": ", 1)[1].split(" points")[0].split(", ")) == [
@@ -606,3 +610,18 @@ def test_learning_curve_draws_the_shipped_recipes_and_its_reading_follows_them(s
     mean = sum(r["test"]["gain"] for r in anchored) / len(anchored)
     assert "(anchor-10): " in curve_reading(shipped) and f"mean {mean:+.1f}" in curve_reading(shipped)
     assert ("does not beat keeping" in curve_reading(shipped)) == (mean <= 0)
+
+
+def test_the_anchored_variant_adapters_are_offered_and_run(served):
+    """The anchored target adapters of the shipped results (madx-anchor, a variant beyond the paper) are listed with
+    what they are, described in the adapters accordion, and run under the English NER task adapter."""
+    demo, client = served
+    from app.entry import ANCHORED
+    from app.readings import adapters_summary
+
+    anchored = {e.name for e in demo.state.registry.language_adapters() if e.origin == ANCHORED}
+    assert anchored == {"sw_anchor", "ha_anchor", "pcm_anchor"}
+    assert "**Anchored language adapters** (ha_anchor, pcm_anchor, sw_anchor; a variant" in adapters_summary(demo.state)
+    text = "Juma Hassani alisafiri kutoka Mombasa hadi Nairobi."
+    _, entities = client.predict(text, "multilingual-e5-small", "sw_anchor", "ner", api_name="/ner")
+    assert {(e["text"], e["label"]) for e in entities} >= {("Mombasa", "LOC"), ("Nairobi", "LOC")}
