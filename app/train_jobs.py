@@ -134,13 +134,28 @@ def _training_model(state: AppState, backbone: str):
     return cache[backbone]
 
 
-def language_job(state: AppState, texts: list[str], name: str, backbone: str, config: TrainConfig):
+def english_anchor(state: AppState, backbone: str) -> AdapterEntry | None:
+    """The anchored variant's anchor: the shipped English adapter, which fits the default backbone only."""
+    entry = state.registry.entries.get("en")
+    return entry if entry and entry.origin == "shipped" and backbone == state.registry.default_backbone else None
+
+
+def language_job(
+    state: AppState, texts: list[str], name: str, backbone: str, config: TrainConfig, anchor: AdapterEntry | None = None
+):
+    """MAD-X's language adapter (rf 2 with NICE); with `anchor`, the anchored variant beyond the paper (the CLI's
+    default on this backbone): it starts from that adapter and stays near its layer outputs while it learns."""
+
     def work(job: Job) -> AdapterEntry:
         job.state = "loading the backbone"
         model, tokenizer = _training_model(state, backbone)
+        if anchor is not None and anchor.name not in model.adapters:
+            model.load_adapter(anchor.path, load_as=anchor.name, with_head=False)
 
-        def train(out: Path) -> TrainResult:  # MAD-X's language adapter: rf 2 with NICE, the default shape
+        def train(out: Path) -> TrainResult:
             run = {"config": config, "out_dir": out, "progress": job.record, "should_stop": job.cancel.is_set}
+            if anchor is not None:
+                run |= {"start_from": anchor.name, "anchor": anchor.name}
             return train_language_adapter(model, tokenizer, texts, name, **run)
 
         return _train_and_register(state, job, model, name, backbone, name, train)

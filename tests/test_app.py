@@ -15,8 +15,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from helpers import REPO, SHIPPED, app_error, json_edit, serve_app, zip_adapter
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.integration
 
@@ -275,7 +278,8 @@ def test_train_language_adapter_then_use_and_download(served):
     text = "\n".join(
         ["Wanafunzi wa Nairobi walitembelea makumbusho ya taifa jana.", "Mvua kubwa ilinyesha mjini Mombasa."] * 8
     )
-    status, plot, download = client.predict(text, name="sw-mini", steps=3, api_name="/train_language_adapter")
+    # seed 1: the English adapter was trained from seed 0's initialisation and stays close to it
+    status, plot, download = client.predict(text, name="sw-mini", steps=3, seed=1, api_name="/train_language_adapter")
     assert "Trained language adapter **sw-mini**" in status, status
     (curve,) = json.loads(plot["plot"])["data"]  # the loss curve: a point per step
     assert list(curve["x"]) == [1, 2, 3] and all(loss > 0 for loss in curve["y"])
@@ -283,6 +287,18 @@ def test_train_language_adapter_then_use_and_download(served):
         names = set(zf.namelist())
     assert {"sw-mini/adapter_config.json", "sw-mini/adapter.safetensors"} <= names
     assert demo.state.registry.entries["sw-mini"].origin == "trained here"
+    # By default it is the anchored variant: it starts from the shipped English adapter, so after 3 steps its weights
+    # are still nearly the English adapter's; MAD-X's own recipe (unticked) starts at random.
+    _, _, plain = client.predict(
+        text, name="sw-plain", steps=3, seed=1, anchored=False, api_name="/train_language_adapter"
+    )
+    english = load_file(SHIPPED / "lang" / "en" / "adapter.safetensors")
+    key = "bert.encoder.layer.0.output.adapters.{}.adapter_up.weight"
+    for zipped, name, near in ((download, "sw-mini", True), (plain, "sw-plain", False)):
+        with zipfile.ZipFile(zipped) as zf:
+            weights = load_safetensors(zf.read(f"{name}/adapter.safetensors"))
+        mine, theirs = weights[key.format(name)].float().flatten(), english[key.format("en")].float().flatten()
+        assert (torch.nn.functional.cosine_similarity(mine, theirs, dim=0).item() > 0.9) is near, name
     # selectable at once, and it is the new adapter that runs: it moves the backbone's output
     rows, _ = client.predict(TEXT, language_adapter="sw-mini", task_adapter="ner", api_name="/stacking")
     assert rows[0]["stack"] == "Stack(sw-mini)" and rows[0]["mean_cosine_distance_to_backbone"] > 0
