@@ -164,7 +164,7 @@ def adapters_summary(state: AppState) -> str:
             f"results' *{system_name('madx-anchor')}*): each starts as a copy of the English adapter and trains "
             f"with the same masked-LM recipe plus {weight} × how far its layer outputs move from the English "
             "adapter's on the same text, so it learns its language while staying in the space the English task "
-            "adapter was trained in. Use them with the `ner` or `qa` task adapter."
+            "adapter was trained in. Use them with the `ner` task adapter."
         )
     summary = _shipped_summary(state)
     english = {
