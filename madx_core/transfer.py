@@ -156,24 +156,13 @@ def run_transfer(
         for lang in sorted(needed):
             name = lang + suffix
             given = cfg.get("lang_adapter_dirs" + suffix, {}).get(lang)
-            target_dir = Path(_path(given)) if given else out / "adapters" / f"lang{suffix}" / lang
-            # What the adapter was trained from, kept beside it: an adapter of another recipe, text or backbone is
-            # trained again (its rows were already dropped by _finished_rows). A folder without the record (given,
-            # or from a run before records were kept) is used as it is.
+            directory = Path(_path(given)) if given else out / "adapters" / f"lang{suffix}" / lang
             record = {"backbone": backbone, "texts": cfg["texts"].get(lang), "lang_adapter": lang_spec, "inv": inv}
             record["precision"] = cfg.get("precision")
-            made = target_dir / "madx_training.json"
-            if target_dir.is_dir() and (given or not made.is_file() or json.loads(made.read_text()) == record):
-                base.load_adapter(target_dir, load_as=name)
-                continue
-            texts = texts_for(cfg, lang)
-            log(f"language adapter {name}: {len(texts)} lines")
-            adapter_config = lang_adapter_shape(lang_spec, inv)
-            config = config_from_spec(lang_spec, 0, LANGUAGE_ADAPTER, cfg)
-            result = train_language_adapter(base, tokenizer, texts, name, adapter_config=adapter_config, config=config)
-            _ship(base, name, target_dir, with_head=False)
-            atomic_write_text(made, json.dumps(record, indent=2) + "\n")
-            log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
+            # a folder the config gives, or one from a run before records were kept, is used as it is
+            trusted = bool(given) or not (directory / "madx_training.json").is_file()
+            shape = lang_adapter_shape(lang_spec, inv)
+            _language_adapter(base, tokenizer, cfg, lang, name, directory, record, log, trusted, adapter_config=shape)
     if only is None or "madx-anchor" in only:
         _anchored_adapters(base, tokenizer, cfg, work, systems, seeds, out, log)
 
@@ -189,23 +178,20 @@ def run_transfer(
                         continue  # madx-src is scored together with madx
                     if only is not None and system not in only:
                         continue
-                    if system == "madx-anchor":
-                        rows = [r for r in rows if not (_same_run(r, task, system, seed, src) and r["target"] in tests)]
-                        rows += _score_anchored(base, tokenizer, task, spec, tests, seed, src, out)
-                        write_results(out, rows, cfg)
-                        continue
                     if seed not in spec.get("system_seeds", {}).get(system, [seed]):
                         continue  # a costly system may run fewer seeds
                     # a partly scored run is trained again and scored on these targets (other targets' rows stay)
                     rows = [r for r in rows if not (_same_run(r, task, system, seed, src) and r["target"] in tests)]
-                    log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
-                    if system in FULL_SYSTEMS:
+                    if system == "madx-anchor":  # no training: madx's task adapter on the anchored target adapters
+                        rows += _score_anchored(base, tokenizer, task, spec, tests, seed, src, out)
+                    elif system in FULL_SYSTEMS:
+                        log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
                         rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src)
-                        write_results(out, rows, cfg)
-                        continue
-                    rows += _run_adapters(
-                        base, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src, out
-                    )
+                    else:
+                        log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
+                        rows += _run_adapters(
+                            base, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src, out
+                        )
                     write_results(out, rows, cfg)
     write_results(out, rows, cfg)
     return {"rows": len(rows), "out": str(out), "summary": summarise(rows)}
@@ -325,25 +311,35 @@ def _anchored_adapters(base, tokenizer, cfg: dict, work: dict, systems: list, se
         for src, systems_, _ in _sources(spec, systems, seeds):
             if "madx-anchor" in systems_:
                 pairs |= {(src, tgt) for tgt in spec["targets"] if tgt != src}
+    weight = anchor_spec.get("weight", ANCHOR_WEIGHT)
     for src, lang in sorted(pairs):
-        name, target_dir = _anchored_name(lang, src), out / "adapters" / "lang_anchor" / src / lang
+        name = _anchored_name(lang, src)
         record = {"backbone": cfg.get("backbone", DEFAULT_BACKBONE), "texts": cfg["texts"].get(lang)}
         record |= {"lang_adapter": lang_spec, "precision": cfg.get("precision"), "madx_anchor": anchor_spec}
         record |= {"start_from": src, "source_texts": cfg["texts"].get(src)}  # what it starts from, keeps near
-        made = target_dir / "madx_training.json"
-        if made.is_file() and json.loads(made.read_text()) == record:
-            base.load_adapter(target_dir, load_as=name)
-            continue
-        texts = texts_for(cfg, lang)
-        log(f"anchored language adapter {name}: {len(texts)} lines, weight {anchor_spec.get('weight', ANCHOR_WEIGHT)}")
-        config = config_from_spec(lang_spec, 0, LANGUAGE_ADAPTER, cfg)
-        result = train_language_adapter(
-            base, tokenizer, texts, name, start_from=src, anchor=src,
-            anchor_weight=anchor_spec.get("weight", ANCHOR_WEIGHT), config=config,
-        )  # fmt: skip
-        _ship(base, name, target_dir, with_head=False)
-        atomic_write_text(made, json.dumps(record, indent=2) + "\n")
-        log(f"anchored language adapter {name}: {result.steps} steps in {result.seconds:.0f}s")
+        directory = out / "adapters" / "lang_anchor" / src / lang
+        anchored = {"start_from": src, "anchor": src, "anchor_weight": weight}
+        _language_adapter(base, tokenizer, cfg, lang, name, directory, record, log, **anchored)
+
+
+def _language_adapter(
+    base, tokenizer, cfg: dict, lang: str, name: str, directory: Path, record: dict, log, trusted=False, **how
+) -> None:
+    """Load the language adapter kept in `directory` if it was trained from `record` (what it was trained from, kept
+    beside it in madx_training.json) or is `trusted`; else train it on `lang`'s text with the config's language-adapter
+    recipe (`how`: train_language_adapter's options, e.g. its shape or anchor), ship it there and keep the record: an
+    adapter of another recipe, text or backbone is trained again (its rows were already dropped by _finished_rows)."""
+    made = directory / "madx_training.json"
+    if directory.is_dir() and (trusted or (made.is_file() and json.loads(made.read_text()) == record)):
+        base.load_adapter(directory, load_as=name)
+        return
+    texts = texts_for(cfg, lang)
+    log(f"language adapter {name}: {len(texts)} lines")
+    config = config_from_spec(cfg.get("lang_adapter", {}), 0, LANGUAGE_ADAPTER, cfg)
+    result = train_language_adapter(base, tokenizer, texts, name, config=config, **how)
+    _ship(base, name, directory, with_head=False)
+    atomic_write_text(made, json.dumps(record, indent=2) + "\n")
+    log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
 
 
 def _score_anchored(base, tokenizer, task: str, spec: dict, tests: dict, seed: int, src: str, out: Path) -> list:

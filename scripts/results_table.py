@@ -95,7 +95,7 @@ def task_adapters_line(info: dict | None) -> str:
     return f"of the transfer run in runs/{info['run']} ({budget} of {info['batch_size']} at {info['lr']:g})"
 
 
-def recipes_table(summary: list[dict], task_adapters: str = "of the transfer run") -> str:
+def recipes_table(summary: list[dict], task_adapters: str = "of the transfer run", name: str = "recipes.json") -> str:
     """Target language-adapter recipes (scripts/adapter_recipes.py): each adapter's MLM loss and drift, and what
     swapping it in does to zero-shot NER against keeping the English adapter, on dev and on test."""
     from scripts.adapter_recipes import RECIPES, anchor_weight, recipe_info
@@ -109,7 +109,7 @@ def recipes_table(summary: list[dict], task_adapters: str = "of the transfer run
         return list(RECIPES).index(name), 0
 
     lines = [
-        "**Target language-adapter recipes** (`assets/recipes.json`; NER F1 means over the seeds of the English task "
+        f"**Target language-adapter recipes** (`assets/{name}`; NER F1 means over the seeds of the English task "
         f"adapters {task_adapters}, unchanged except for MAD-X 2.0, which trains its own; gain = swap − keep "
         "English; MLM loss on the target's NER dev sentences, without → with the adapter; drift = 1 − mean cosine of "
         "last-layer states without and with it)\n",
@@ -151,8 +151,7 @@ def main() -> None:
         recipes = Path(args.results).with_name(name)
         if recipes.is_file():
             report = json.loads(recipes.read_text())
-            recipe_text = recipes_table(report["summary"], task_adapters_line(report.get("task_adapters")))
-            text += "\n" + recipe_text.replace("`assets/recipes.json`", f"`assets/{name}`")
+            text += "\n" + recipes_table(report["summary"], task_adapters_line(report.get("task_adapters")), name)
     if args.print:
         print(text)
         return
