@@ -290,3 +290,71 @@ def test_set_trainable_freezes_all_but_named():
     assert counts["total"] == budget["total"]
     with pytest.raises(ValueError, match="unknown adapter or head"):
         model.set_trainable(adapters=["zz"])
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlmr"])
+def test_attention_under_cpu_autocast_training_is_transformers_eager_path_and_inference_the_fused_kernel(kind):
+    """A training step under CPU autocast runs transformers' eager attention (faster there than torch's fused
+    kernel, bench.precision_loss); padding is masked the same way, and the loss and the adapter's gradients are the
+    eager path's. Without gradients, or without autocast, the fused kernel runs as before."""
+    model = madx_model(kind)
+    model.set_trainable(adapters=["ner"])
+    ids, mask = inputs()
+    labels = torch.where(mask.bool(), ids % 5, -100)
+
+    def step(implementation: str, grad: bool = True) -> tuple:
+        model.config._attn_implementation = implementation
+        model.zero_grad()
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(ids, mask, adapters=mx.Stack("sw", "ner"), head="ner", labels=labels)
+        if not grad:
+            return out.logits, None
+        out.loss.backward()
+        return out.loss.detach(), [p.grad.clone() for p in model.adapters["ner"].parameters()]
+
+    ours, eager, fused = step(mx.model.ATTENTION), step("eager"), step("sdpa")
+    torch.testing.assert_close(ours[0], eager[0], rtol=0, atol=0)
+    for a, b in zip(ours[1], eager[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(ours[0], fused[0], rtol=0.02, atol=0.02)  # bf16: another kernel, the same loss
+    torch.testing.assert_close(step(mx.model.ATTENTION, grad=False)[0], step("sdpa", grad=False)[0], rtol=0, atol=0)
+    model.config._attn_implementation = mx.model.ATTENTION
+    with torch.no_grad():
+        assert torch.equal(model(ids, mask, adapters="sw").hidden_states, _fused(model, ids, mask))
+
+
+def _fused(model: mx.AdapterModel, ids, mask) -> torch.Tensor:
+    model.config._attn_implementation = "sdpa"
+    try:
+        return model(ids, mask, adapters="sw").hidden_states
+    finally:
+        model.config._attn_implementation = mx.model.ATTENTION
+
+
+def test_mlm_projection_under_autocast_follows_its_weight_and_trains_it_when_asked():
+    """The MLM head's 250k-row projection is cast once under autocast while frozen: a changed weight is cast again,
+    and a trainable one (MLM-TRG trains the tied embeddings) still gets its gradient through the projection."""
+    torch.manual_seed(0)
+    model = mx.AdapterModel.from_config(XLMRobertaConfig(**TINY, pad_token_id=1), mlm_head=True)
+    ids, mask = inputs()
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 4] = 7, 9
+    decoder = model.lm_head.decoder
+    with torch.no_grad():
+        decoder.bias.zero_()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(ids, mask, head="mlm", labels=labels).logits
+        decoder.weight.mul_(2)  # the tied word embeddings change (scaled by 2: exact in bf16 too)
+        after = model(ids, mask, head="mlm", labels=labels).logits
+        transformed = model.encode(ids, mask)[labels != -100]
+        for module in list(model.lm_head)[:-1]:  # dense, activation, layer norm: all but the projection
+            transformed = module(transformed)
+        expected = torch.nn.functional.linear(transformed, decoder.weight.to(torch.bfloat16), decoder.bias)
+        stale = torch.nn.functional.linear(transformed, (decoder.weight / 2).to(torch.bfloat16), decoder.bias)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+    assert not torch.allclose(after, stale) and not torch.allclose(after, before)
+    model.set_trainable(backbone=True)
+    unused = sorted(set(range(120)) - set(ids.flatten().tolist()))[0]  # reached only through the projection
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(ids, mask, head="mlm", labels=labels).loss.backward()
+    assert model.word_embeddings.weight.grad[unused].abs().sum() > 0
