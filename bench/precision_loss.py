@@ -1,16 +1,19 @@
 """Does bf16 autocast keep the loss of language-adapter training? The same run in fp32 and in bf16, side by side,
 in bf16 with torch's fused attention kernel in training too (`bf16-fused`: what bf16 ran before model.attention
 took transformers' eager path for CPU autocast training), and (an option, never the default) in bf16 with the
-softmax over the Swahili text's own tokens only.
+softmax over the text's own tokens only.
 
-The default `train-lang` recipe (rf 2 + NICE, lr 1e-4, batch 16, seed 0) on real text (Swahili UDHR and MasakhaNER
-train sentences), for --steps steps in each variant on the chosen device: the same batches and masks, so the mean
-training losses of the first and last steps compare directly, and the seconds give the speed-up on real,
-length-grouped text (not full-length rows as in bench.distributed). The vocabulary subset changes the objective, so
-its training loss is not comparable: each adapter is then scored by its held-out MLM
-loss in fp32 with the full 250k softmax (MasakhaNER Swahili dev sentences, the same masks for every variant).
+The default `train-lang` recipe (rf 2 + NICE, lr 1e-4, batch 16, seed 0) on real text: Swahili UDHR and MasakhaNER
+train sentences (short, length-grouped), or with `--text de` German XQuAD paragraphs in 128-token rows; --steps steps
+in each variant on the chosen device, every variant's whole run --rounds times in alternating order (median
+seconds). The same batches and masks in every variant, so the mean training losses of the first and last steps
+compare directly. The vocabulary subset changes the objective, so its training loss is not comparable: each adapter
+is then scored by its held-out MLM loss in fp32 with the full 250k softmax (MasakhaNER Swahili dev sentences, or
+every tenth German paragraph, left out of training; the same masks for every variant).
 
     MADX_DATA_DIR=../shared/data python -m bench.precision_loss --json --out bench/results/precision_loss.json
+    MADX_DATA_DIR=../shared/data python -m bench.precision_loss --json --text de --steps 40 \
+        --variants fp32,bf16,bf16-fused --out bench/results/precision_loss_de.json
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def main() -> None:
                 model,
                 tokenizer,
                 texts,
-                "sw",
+                args.text,
                 adapter_config=LANGUAGE_ADAPTER_SHAPE,
                 config=config,
                 vocab_subset=variant.endswith("subset"),
@@ -78,7 +81,7 @@ def main() -> None:
             if round_ == 0:  # the same seed, batches and masks give the same losses in every round
                 run["mean_loss_first_10"] = round(statistics.fmean(result.losses[:10]), 4)
                 run["mean_loss_last_20"] = round(statistics.fmean(result.losses[-20:]), 4)
-                run["heldout_mlm_loss"] = round(mlm_loss_and_drift(model, tokenizer, heldout, "sw")[0], 4)
+                run["heldout_mlm_loss"] = round(mlm_loss_and_drift(model, tokenizer, heldout, args.text)[0], 4)
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "conditions": {

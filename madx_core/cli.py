@@ -239,6 +239,7 @@ def _summary(result) -> dict:
         "trainable_parameters": result.trainable_parameters,
         "total_parameters": result.total_parameters,
         "processes": result.processes,  # the world size actually used (accelerate launch --num_processes)
+        "precision": result.precision,  # what --precision auto became on this machine
         **({"resumed_from": result.resumed_from} if result.resumed_from else {}),
     }
 
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="catalog name, Hub id or local directory")
         return p
 
-    def training(p: argparse.ArgumentParser, steps: int | None = None) -> None:
+    def training(p: argparse.ArgumentParser, steps: int | None = None, precision: str = "fp32") -> None:
         p.add_argument("--out", required=True, help="output directory (written atomically)")
         p.add_argument("--steps", type=int, default=steps)
         p.add_argument("--batch-size", type=int, default=16)
@@ -335,7 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
         p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")
-        p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
+        p.add_argument(
+            "--precision",
+            choices=["auto", "fp32", "bf16", "fp16"],
+            default=precision,
+            help=f"autocast (auto: bf16 where the hardware computes it natively, else fp32; default {precision})",
+        )
         p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
         p.add_argument(
             "--grad-accum", type=int, default=1, help="forward passes per optimiser step (--batch-size is split)"
@@ -362,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         "own recipe",
     )
     p.add_argument("--anchor-weight", type=float, default=ANCHOR_WEIGHT, help="weight of the pull towards --anchor")
-    training(p, steps=LANGUAGE_ADAPTER.steps)
+    training(p, steps=LANGUAGE_ADAPTER.steps, precision="auto")
 
     for name, fn, what in [
         ("train-task", cmd_train_task, "train a task adapter stacked on a frozen language adapter"),

@@ -32,6 +32,18 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 where the hardware computes it natively (a CPU with AVX512-BF16 or AMX tiles, a CUDA GPU with
+    bf16), else fp32: on this project's CPU bf16 trained a language adapter 1.76-1.99x faster to the same held-out MLM
+    loss (bench.precision_loss), while a CPU without it would emulate bf16, likely slower (not measured)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = [getattr(torch.cpu, f, lambda: False) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return "bf16" if device.type == "cpu" and any(f() for f in native) else "fp32"
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """Mixed precision for the forward pass (bf16 or fp16); fp32 runs as it is."""

@@ -57,7 +57,8 @@ class TrainConfig:
     group_by_length: bool = True  # batch examples of similar length together: far less padding to compute
     log_every: int = 5
     device: str = "auto"  # auto | cpu | cuda: where the model is trained (auto: cuda when available)
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the forward pass; weights and optimiser stay fp32
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (distributed.resolve_precision): autocast for the forward
+    # pass; weights and optimiser stay fp32
     grad_accum: int = 1  # forward passes per optimiser step (per process): batch_size is split, not multiplied
     checkpoint: str | None = None  # file for the resumable state (written atomically), None: no checkpoints
     checkpoint_every: int = 0  # write the checkpoint every N optimiser steps (0: never)
@@ -85,6 +86,7 @@ class TrainResult:
     total_parameters: int = 0
     stopped_early: bool = False
     processes: int = 1  # the world size the run used
+    precision: str = "fp32"  # the autocast precision it used ("auto" resolved)
     resumed_from: int = 0  # the step a resumed run started at (0: a fresh run)
 
 
@@ -145,6 +147,7 @@ def run_training(
     main = rank == 0
     generator = seed_everything(config.seed)
     device = dist.train_device(config.device, state)
+    config = replace(config, precision=dist.resolve_precision(config.precision, device))
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -162,7 +165,8 @@ def run_training(
     )
     # fp16 needs its gradients scaled so that small ones do not underflow; bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    result = TrainResult(steps=0, seconds=0.0, trainable_parameters=sum(p.numel() for p in params), processes=world)
+    params_count = sum(p.numel() for p in params)
+    result = TrainResult(0, 0.0, trainable_parameters=params_count, processes=world, precision=config.precision)
     result.total_parameters = sum(p.numel() for p in model.parameters())
     parts = world * config.grad_accum
     key = dist.run_key(config, total, stream.fingerprint() if stream else len(features), world)

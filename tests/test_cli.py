@@ -42,6 +42,7 @@ def test_train_evaluate_and_predict(tmp_path, small_data):
                  "--batch-size", "4")  # fmt: skip
     assert r["steps"] == 2 and (sw / "adapter_config.json").is_file()
     assert r["anchor"] == str(SHIPPED / "lang" / "en")  # the default on the shipped backbone: anchored to English
+    assert r["precision"] in ("bf16", "fp32")  # --precision auto, resolved for this machine and reported
     assert json.loads((sw / "adapter_config.json").read_text())["config"]["inv_adapter"] == "nice"
 
     r = cli_json("train-task", "--task", "ner", "--lang-adapter", str(sw), "--data", str(small_data / "en_train.txt"),

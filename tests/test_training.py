@@ -183,3 +183,16 @@ def test_an_anchored_language_adapter_stays_near_its_anchor_in_every_layer(ner_d
     with pytest.raises(ValueError, match="unknown anchor adapter 'xx'"):
         train_language_adapter(model, tok, texts, "bad", config=config, anchor="xx")
     assert "bad" not in model.adapters  # refused before anything was added
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    """`--precision auto` (train-lang's default) trains in bf16 on a CPU with native bf16 (AVX512-BF16 or AMX) and
+    falls back to fp32 on one without; an explicit precision is kept as asked."""
+    from madx_core.distributed import resolve_precision
+
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_precision("auto", cpu) == expected
+        assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
