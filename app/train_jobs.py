@@ -110,6 +110,7 @@ def train_config(steps: float, learning_rate: float, batch_size: float, max_leng
         seed=int(seed or 0),
         time_limit_s=MAX_TRAIN_SECONDS,
         log_every=1,
+        precision="auto",  # bf16 where the CPU has it natively (train-lang's default; README, Benchmarks)
     )
 
 
