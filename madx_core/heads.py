@@ -84,6 +84,7 @@ class PredictionHead(nn.Sequential):
             modules += [nn.Dropout(p), nn.Linear(hidden_size, config.num_labels)]
         super().__init__(*modules)
         self.config = config
+        self._cast: tuple | None = None  # (key, weight) of the projection cast for autocast: _projection_weight
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.02)
@@ -116,7 +117,7 @@ class PredictionHead(nn.Sequential):
             return weight
         dtype = torch.get_autocast_dtype(device)
         key = (dtype, weight.data_ptr(), weight._version)  # a moved or changed weight is cast again
-        cached = getattr(self, "_cast", None)
+        cached = self._cast
         if cached is None or cached[0] != key:
             cached = (key, weight.detach().to(dtype))
             self._cast = cached

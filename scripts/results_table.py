@@ -100,13 +100,13 @@ def recipes_table(summary: list[dict], task_adapters: str = "of the transfer run
     swapping it in does to zero-shot NER against keeping the English adapter, on dev and on test."""
     from scripts.adapter_recipes import RECIPES, anchor_weight, recipe_info
 
-    def rank(name: str) -> tuple:  # the named recipes in their order, the GPU run's checkpoints by mean step, anchors
-        if name.startswith("long-"):
-            steps = [r["steps"] for r in summary if r["recipe"] == name]
+    def rank(recipe: str) -> tuple:  # the named recipes in their order, the GPU run's checkpoints by mean step, anchors
+        if recipe.startswith("long-"):
+            steps = [r["steps"] for r in summary if r["recipe"] == recipe]
             return len(RECIPES), sum(steps) / len(steps)
-        if anchor_weight(name) is not None:  # the strongest anchor first
-            return len(RECIPES) + 1, -anchor_weight(name)
-        return list(RECIPES).index(name), 0
+        if anchor_weight(recipe) is not None:  # the strongest anchor first
+            return len(RECIPES) + 1, -anchor_weight(recipe)
+        return list(RECIPES).index(recipe), 0
 
     lines = [
         f"**Target language-adapter recipes** (`assets/{name}`; NER F1 means over the seeds of the English task "
