@@ -20,6 +20,7 @@ SYSTEM_COLORS = {
     "madx-src": "#9c6644",
     "madx": "#264653",
     "madx-anchor": "#6a4c93",
+    "madx-lad-anchor": "#b5838d",
 }
 METRIC_LABELS = {"em": "exact match (EM)"}  # where the switch spells a metric out
 

@@ -44,23 +44,31 @@ def _results_config(state: AppState) -> dict:
         return {}
 
 
+# The anchored variants beyond the paper, in words, for the intro's verdict
+VARIANTS = {
+    "madx-anchor": "target adapters anchored to the English one while they learn their language",
+    "madx-lad-anchor": "target adapters anchored to the backbone itself under a task adapter trained with no "
+    "language adapter",
+}
+
+
 def swap_verdict(state: AppState) -> str:
     """One sentence for the app's intro: does swapping in the target adapter help in the shipped results (MAD-X's
     recipe, and the anchored variant where the results have it)?"""
     summary = _shipped_summary(state)
-    helps, hurts, anchored = [], [], []
+    helps, hurts, anchored = [], [], {system: [] for system in VARIANTS}
     for task in TASKS.values():
         systems = zero_shot_means(summary, task.name, "f1").get("systems", {}) if summary else {}
         if "madx" not in systems or not ({"madx-src", "madx-lad"} & set(systems)):
             continue
         (helps if swap_helps(systems, "madx")[0] else hurts).append(task.title)
-        if "madx-anchor" in systems and swap_helps(systems, "madx-anchor")[0]:
-            anchored.append(task.title)
-    variant = (
-        f" A variant beyond the paper, target adapters anchored to the English one while they learn their language, "
-        f"does help ({' and '.join(anchored)})."
-        if anchored
-        else ""
+        for system in VARIANTS:
+            if system in systems and swap_helps(systems, system)[0]:
+                anchored[system].append(task.title)
+    variant = "".join(
+        f" A variant beyond the paper, {what}, does help ({' and '.join(anchored[system])})."
+        for system, what in VARIANTS.items()
+        if anchored[system]
     )
     if hurts and not helps:
         return (
@@ -78,6 +86,15 @@ def swap_verdict(state: AppState) -> str:
     return ""
 
 
+# (system, what it does, the system it is compared with per language, that system in words): each swap against the
+# stack its task adapter was trained on
+PER_LANGUAGE = (
+    ("madx", "swapping", "madx-src", "keeping the source adapter"),
+    ("madx-anchor", "swapping in the anchored adapter (variant)", "madx-src", "keeping the source adapter"),
+    ("madx-lad-anchor", "swapping in the backbone-anchored adapter (variant)", "madx-lad", "no language adapter"),
+)
+
+
 def task_reading(state: AppState, task: str) -> str:
     """What the shipped results say for one task, next to its charts: the verdict, per language, what is missing."""
     summary = _shipped_summary(state)
@@ -91,13 +108,13 @@ def task_reading(state: AppState, task: str) -> str:
     rows = [r for r in rows if r["source"] == source]
     by = {(r["system"], r["target"]): r["mean"] * t.scale for r in rows}
     targets = sorted({t for _, t in by})
-    for system, what in (("madx", "swapping"), ("madx-anchor", "swapping in the anchored adapter (variant)")):
-        pairs = [t for t in targets if (system, t) in by and ("madx-src", t) in by]
+    for system, what, ref, against in PER_LANGUAGE:
+        pairs = [t for t in targets if (system, t) in by and (ref, t) in by]
         if not pairs:
             continue
-        wins = [t for t in pairs if by[system, t] > by["madx-src", t]]
-        per = ", ".join(f"{t} {by[system, t] - by['madx-src', t]:+.1f}" for t in pairs)
-        lines_per = f"- Per language from {source}, {what} minus keeping the source adapter: {per} points"
+        wins = [t for t in pairs if by[system, t] > by[ref, t]]
+        per = ", ".join(f"{t} {by[system, t] - by[ref, t]:+.1f}" for t in pairs)
+        lines_per = f"- Per language from {source}, {what} minus {against}: {per} points"
         out.append(lines_per + f" ({what.split(' (')[0]} wins for {len(wins)} of {len(pairs)}).")
     seeds = {r["n"] for r in rows}
     if seeds and max(seeds) == 1:

@@ -144,6 +144,8 @@ class TextStream:
 # The anchored variant's weight, chosen on the sw/ha/pcm NER dev sets: swap - keep English was -0.5 at 10, 0.0 at 30
 # and +0.5 at 100 (README, Results)
 ANCHOR_WEIGHT = 100.0
+# train_language_adapter's anchor that keeps a new adapter near the backbone's own layer outputs (no adapter at all)
+ANCHOR_BACKBONE = "backbone"
 
 
 class _MLMStep:
@@ -152,10 +154,10 @@ class _MLMStep:
     Masks are drawn on the CPU from the run's generator for the whole global batch at once, so a seed gives the same
     masks on every device, with any number of processes and any grad_accum.
 
-    With an `anchor` stack (a variant beyond the paper), the loss adds anchor_weight x the mean over layers and real
-    tokens of 1 - cos(states with `adapters`, states with `anchor`), on the same masked input: the new adapter learns
-    its language while its every layer's output stays near where the anchor (e.g. the source language's adapter)
-    puts them, the space the task adapters were trained in.
+    With an `anchor_weight` > 0 (a variant beyond the paper), the loss adds anchor_weight x the mean over layers and
+    real tokens of 1 - cos(states with `adapters`, states with the `anchor` stack), on the same masked input: the new
+    adapter learns its language while its every layer's output stays near where the anchor (e.g. the source
+    language's adapter; None: the frozen backbone alone) puts them, the space the task adapters were trained in.
     """
 
     def __init__(
@@ -197,9 +199,9 @@ class _MLMStep:
             head=MLM_HEAD,
             labels=labels.to(device),
             vocab=self.vocab,
-            all_layers=self.anchor is not None,
+            all_layers=self.anchor_weight > 0,
         )
-        if self.anchor is None:
+        if self.anchor_weight <= 0:
             return out.loss
         with torch.no_grad():
             target = self.model.encode(inputs, attention_mask, adapters=self.anchor, all_layers=True)
@@ -256,7 +258,8 @@ def train_language_adapter(
     `start_from` names a loaded language adapter (e.g. the source language's) whose weights the new one starts from,
     instead of MAD-X's random initialisation. `vocab_subset` puts the softmax over the tokens of `texts` only (see
     text_vocab; not for a TextStream). `anchor` names a loaded adapter whose layer outputs the new one is kept near,
-    with `anchor_weight` (a variant beyond the paper; see _MLMStep).
+    with `anchor_weight` (a variant beyond the paper; see _MLMStep), or is ANCHOR_BACKBONE: the frozen backbone's
+    own outputs, for task adapters trained with no language adapter (-LAD's).
     """
     if model.lm_head is None:
         raise ValueError("this backbone has no masked-LM head, so it cannot train a language adapter")
@@ -270,7 +273,7 @@ def train_language_adapter(
         features = mlm_features(tokenizer, [t for t in texts if t.strip()], max_length)
         if not features:
             raise ValueError(f"no usable text for language {lang!r}")
-    if anchor is not None and anchor not in model.adapters:
+    if anchor not in (None, ANCHOR_BACKBONE) and anchor not in model.adapters:
         raise ValueError(f"unknown anchor adapter {anchor!r}")
     seed_everything(config.seed)
     model.add_adapter(lang, adapter_config, overwrite=True, init_from=start_from)
@@ -279,7 +282,9 @@ def train_language_adapter(
         raise ValueError("vocab_subset needs the text in memory (a list of lines), not a stream")
     vocab = text_vocab(features) if vocab_subset else None
     generator = torch.Generator().manual_seed(config.seed + 1)
-    anchored = {"anchor": Stack(anchor), "anchor_weight": anchor_weight} if anchor else {}
+    anchored = {} if anchor is None else {"anchor_weight": anchor_weight}
+    if anchor not in (None, ANCHOR_BACKBONE):
+        anchored["anchor"] = Stack(anchor)
     step = mlm_step_fn(model, tokenizer, Stack(lang), generator, vocab, **anchored)
     return train_adapter(model, lang, features, step, config, out_dir, False, progress, should_stop)
 

@@ -30,6 +30,7 @@ SYSTEM_NAMES = {
     "madx-src": "MAD-X, source adapter kept",
     "madx": "MAD-X (target adapter swapped in)",
     "madx-anchor": "MAD-X, anchored target adapter swapped in (variant)",
+    "madx-lad-anchor": "MAD-X –LAD, backbone-anchored target adapter swapped in (variant)",
 }
 
 
@@ -101,9 +102,7 @@ def reading(summary: list[dict]) -> list[str]:
         n = max(set(counts), key=counts.count)  # the seeds most systems have; the others are named
         scale = task.scale
         figures = ", ".join(f"{SYSTEM_NAMES[k]} {v['mean'] * scale:.1f}" for k, v in systems.items())
-        verdicts = [swap_verdict(systems, "madx", scale)]
-        if "madx-anchor" in systems:
-            verdicts.append(swap_verdict(systems, "madx-anchor", scale))
+        verdicts = [swap_verdict(systems, system, scale) for system in SWAPS if system in systems]
         seeds = f"{n} seed" + ("s" if n != 1 else "")
         seeds += "".join(f"; {SYSTEM_NAMES[k]} {v['n']}" for k, v in systems.items() if v["n"] != n)
         lines.append(
@@ -116,12 +115,14 @@ def reading(summary: list[dict]) -> list[str]:
 SWAPS = {
     "madx": "swapping in the target language's adapter",
     "madx-anchor": "swapping in an anchored target adapter (a variant beyond the paper)",
+    "madx-lad-anchor": "swapping a backbone-anchored target adapter in under –LAD's task adapter (a variant beyond "
+    "the paper)",
 }
 
 
 def swap_helps(systems: dict, system: str = "madx") -> tuple[bool, str | None, float]:
-    """Whether `system` (madx, or madx-anchor) beats both keeping the source adapter and no language adapter (-LAD)
-    on a zero_shot_means "systems" dict: (helps, the better of those two, its lead over `system`)."""
+    """Whether `system` (madx, or an anchored variant) beats both keeping the source adapter and no language adapter
+    (-LAD) on a zero_shot_means "systems" dict: (helps, the better of those two, its lead over `system`)."""
     others = {k: v["mean"] for k, v in systems.items() if k in ("madx-src", "madx-lad")}
     best = max(others, key=others.get) if others else None
     if best is None:

@@ -10,6 +10,9 @@
     madx-anchor  (a variant beyond the paper, scored with madx's task adapters) each target's language adapter starts
                from the source's and trains with MLM plus a pull towards the source adapter's layer outputs on the
                target's text ("madx_anchor": {"weight": W}; see mlm.train_language_adapter's anchor), swapped in
+    madx-lad-anchor  (a variant beyond the paper, scored with madx-lad's task adapters) each target's language adapter
+               starts as MAD-X's and trains with MLM plus the same pull towards the frozen backbone's own layer
+               outputs, swapped in under the task adapter trained with no language adapter (on the source: none)
 
 A config (JSON) names the backbone, seeds, text per language, tasks with their train/test files, and the systems;
 a task may name its own "systems" and "seeds", "epochs" or "steps", and "full_epochs" / "full_steps" / "full_lr" for
@@ -38,7 +41,7 @@ from . import data as D
 from .adapters import AdapterConfig, Stack
 from .atomic import atomic_write_text
 from .backbones import DEFAULT_BACKBONE
-from .mlm import ANCHOR_WEIGHT, train_language_adapter, train_mlm_full
+from .mlm import ANCHOR_BACKBONE, ANCHOR_WEIGHT, train_language_adapter, train_mlm_full
 from .model import AdapterModel
 from .results import held_out_split, score_rows, summarise, write_results
 from .tasks import get_task
@@ -54,8 +57,12 @@ from .training import (
     train_task_adapter,
 )
 
-SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx", "madx-src", "madx-anchor")
-SCORED_WITH_MADX = ("madx-src", "madx-anchor")  # no training of their own: madx's task adapters, other stacks
+SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx", "madx-src", "madx-anchor", "madx-lad-anchor")
+# Systems with no training of their own: another system's task adapters, scored on other language adapters
+SCORED_WITH = {"madx-src": "madx", "madx-anchor": "madx", "madx-lad-anchor": "madx-lad"}
+# What each anchored variant's target adapters are kept near: the source language's adapter, or None (the backbone
+# alone, as -LAD's task adapters were trained)
+ANCHORED = {"madx-anchor": "source", "madx-lad-anchor": None}
 DEFAULT_SYSTEMS = ["baseline", "madx-lad", "madx-inv", "madx"]  # MLM-TRG only on request: a full model per target
 FULL_SYSTEMS = ("baseline", "mlm-trg")  # they train the whole backbone (the task's full_* settings), not adapters
 
@@ -163,7 +170,7 @@ def run_transfer(
             trusted = bool(given) or not (directory / "madx_training.json").is_file()
             shape = lang_adapter_shape(lang_spec, inv)
             _language_adapter(base, tokenizer, cfg, lang, name, directory, record, log, trusted, adapter_config=shape)
-    if only is None or "madx-anchor" in only:
+    if only is None or set(ANCHORED) & set(only):
         _anchored_adapters(base, tokenizer, cfg, work, systems, seeds, out, log)
 
     # 2. Task training on each source, zero-shot evaluation on every target.
@@ -173,7 +180,7 @@ def run_transfer(
             train, tests = load_task(task, spec, train_file)
             labels = get_task(task).labels(train)
             for seed in task_seeds:
-                for system in sorted(task_systems, key=lambda s: s == "madx-anchor"):  # after madx: it reads madx's
+                for system in sorted(task_systems, key=lambda s: s in ANCHORED):  # after the systems they read
                     if system == "madx-src" or _done(rows, task, system, seed, src, tests):
                         continue  # madx-src is scored together with madx
                     if only is not None and system not in only:
@@ -182,8 +189,8 @@ def run_transfer(
                         continue  # a costly system may run fewer seeds
                     # a partly scored run is trained again and scored on these targets (other targets' rows stay)
                     rows = [r for r in rows if not (_same_run(r, task, system, seed, src) and r["target"] in tests)]
-                    if system == "madx-anchor":  # no training: madx's task adapter on the anchored target adapters
-                        rows += _score_anchored(base, tokenizer, task, spec, tests, seed, src, out)
+                    if system in ANCHORED:  # no training: another system's task adapter on anchored target adapters
+                        rows += _score_anchored(base, tokenizer, task, spec, tests, seed, src, out, system)
                     elif system in FULL_SYSTEMS:
                         log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
                         rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src)
@@ -236,8 +243,8 @@ def _key(r: dict) -> tuple:
 
 def _same_run(r: dict, task: str, system: str, seed: int, src: str) -> bool:
     """Whether row r came from this (task, system, seed, source) training run (madx-src and madx-anchor are scored
-    with madx's task adapter, so they go when it is trained again)."""
-    systems = {system, *SCORED_WITH_MADX} if system == "madx" else {system}
+    with madx's task adapter, madx-lad-anchor with madx-lad's, so they go when it is trained again)."""
+    systems = {system} | {s for s, reads in SCORED_WITH.items() if reads == system}
     return r["task"] == task and r["system"] in systems and r["seed"] == seed and r["source"] == src
 
 
@@ -296,30 +303,37 @@ def _task_adapter_name(task: str, system: str, seed: int, src: str, spec: dict) 
     return f"{task}-{system}-s{seed}" + ("" if src == spec.get("source", "en") else f"-{src}")
 
 
-def _anchored_name(lang: str, src: str) -> str:
-    return f"{lang}_anchor_{src}"
+def _anchored_name(lang: str, src: str | None) -> str:
+    return f"{lang}_anchor_{src or 'none'}"
 
 
 def _anchored_adapters(base, tokenizer, cfg: dict, work: dict, systems: list, seeds: list, out: Path, log) -> None:
-    """Train (or load) madx-anchor's target adapters: for every (source, target) it scores, the target's adapter
-    starts from the source's madx adapter and trains with the language adapters' MLM recipe plus W x the mean over
-    layers of 1 - cos(its layer outputs, the source adapter's) on the target's own text (a variant beyond the paper).
+    """Train (or load) the anchored systems' target adapters (variants beyond the paper). For madx-anchor, every
+    (source, target) it scores: the target's adapter starts from the source's madx adapter and trains with the
+    language adapters' MLM recipe plus W x the mean over layers of 1 - cos(its layer outputs, the source adapter's) on
+    the target's own text. For madx-lad-anchor, every target: MAD-X's fresh adapter, pulled towards the layer outputs
+    of the backbone alone (no adapter, as madx-lad's task adapters were trained).
     """
     lang_spec, anchor_spec = cfg.get("lang_adapter", {}), cfg.get("madx_anchor", {})
     pairs = set()
     for spec in work["tasks"].values():
         for src, systems_, _ in _sources(spec, systems, seeds):
-            if "madx-anchor" in systems_:
-                pairs |= {(src, tgt) for tgt in spec["targets"] if tgt != src}
+            for system in set(ANCHORED) & set(systems_):
+                anchor = src if ANCHORED[system] == "source" else None
+                pairs |= {(anchor, tgt) for tgt in spec["targets"] if tgt != src}
     weight = anchor_spec.get("weight", ANCHOR_WEIGHT)
-    for src, lang in sorted(pairs):
+    for src, lang in sorted(pairs, key=lambda p: (p[0] or "", p[1])):
         name = _anchored_name(lang, src)
         record = {"backbone": cfg.get("backbone", DEFAULT_BACKBONE), "texts": cfg["texts"].get(lang)}
         record |= {"lang_adapter": lang_spec, "precision": cfg.get("precision"), "madx_anchor": anchor_spec}
-        record |= {"start_from": src, "source_texts": cfg["texts"].get(src)}  # what it starts from, keeps near
-        directory = out / "adapters" / "lang_anchor" / src / lang
-        anchored = {"start_from": src, "anchor": src, "anchor_weight": weight}
-        _language_adapter(base, tokenizer, cfg, lang, name, directory, record, log, **anchored)
+        if src is None:  # kept near the backbone's own outputs, from MAD-X's own start
+            record["anchor"] = ANCHOR_BACKBONE
+            how = {"anchor": ANCHOR_BACKBONE, "anchor_weight": weight, "adapter_config": lang_adapter_shape(lang_spec)}
+        else:  # what it starts from and keeps near
+            record |= {"start_from": src, "source_texts": cfg["texts"].get(src)}
+            how = {"start_from": src, "anchor": src, "anchor_weight": weight}
+        directory = out / "adapters" / "lang_anchor" / (src or "none") / lang
+        _language_adapter(base, tokenizer, cfg, lang, name, directory, record, log, **how)
 
 
 def _language_adapter(
@@ -342,18 +356,20 @@ def _language_adapter(
     log(f"language adapter {name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}")
 
 
-def _score_anchored(base, tokenizer, task: str, spec: dict, tests: dict, seed: int, src: str, out: Path) -> list:
-    """madx-anchor's rows: madx's task adapter as shipped by this run, with each target's anchored adapter swapped
-    in (on the source itself, the source's adapter)."""
-    name = _task_adapter_name(task, "madx", seed, src, spec)
+def _score_anchored(base, tokenizer, task: str, spec: dict, tests: dict, seed: int, src: str, out: Path, system: str):
+    """An anchored system's rows: the task adapter of the system it reads (madx, madx-lad) as shipped by this run,
+    with each target's anchored adapter swapped in; on the source itself, what that task adapter was trained on."""
+    name = _task_adapter_name(task, SCORED_WITH[system], seed, src, spec)
     directory = out / "adapters" / "task" / name
     if not directory.is_dir():
-        raise FileNotFoundError(f"madx-anchor reads madx's task adapter and {directory} is missing: run madx too")
+        raise FileNotFoundError(f"{system} reads {SCORED_WITH[system]}'s task adapter and {directory} is missing")
     base.load_adapter(directory, load_as=name, with_head=True)
+    anchor = src if ANCHORED[system] == "source" else None
     rows = []
     for tgt, examples in tests.items():
-        stack = Stack(src if tgt == src else _anchored_name(tgt, src), name)
-        rows += score_rows(base, tokenizer, examples, stack, name, _row("madx-anchor", src, tgt, task, seed, base))
+        lang = anchor if tgt == src else _anchored_name(tgt, anchor)
+        stack = Stack(lang, name) if lang else Stack(name)
+        rows += score_rows(base, tokenizer, examples, stack, name, _row(system, src, tgt, task, seed, base))
     base.delete_adapter(name)
     return rows
 
@@ -387,7 +403,7 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
             and all(before.get(k) == cfg.get(k) for k in keys)
             and shared(before, task) == shared(cfg, task)
             and _recipe(before, task, r["system"], r["source"]) == _recipe(cfg, task, r["system"], r["source"])
-            and (r["system"] != "madx-anchor" or before.get("madx_anchor") == cfg.get("madx_anchor"))
+            and (r["system"] not in ANCHORED or before.get("madx_anchor") == cfg.get("madx_anchor"))
         )
 
     def wanted(r: dict) -> bool:

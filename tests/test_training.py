@@ -185,6 +185,33 @@ def test_an_anchored_language_adapter_stays_near_its_anchor_in_every_layer(ner_d
     assert "bad" not in model.adapters  # refused before anything was added
 
 
+def test_a_language_adapter_anchored_to_the_backbone_stays_near_the_backbone_alone(ner_data):
+    """anchor=ANCHOR_BACKBONE (for task adapters trained with no language adapter, -LAD's) pulls every layer's output
+    towards the frozen backbone's own, with no adapter: the adapter still learns, and moves the states far less than
+    the same training without the pull."""
+    from madx_core.mlm import ANCHOR_BACKBONE
+
+    _, texts, tok = ner_data
+    model = tiny(tok, dropout=0.0)
+    config = TrainConfig(steps=12, batch_size=4, max_length=32, seed=1, learning_rate=3e-3)
+    shape = mx.AdapterConfig(reduction_factor=4, inv_adapter="nice")
+    free = train_language_adapter(model, tok, texts, "free", adapter_config=shape, config=config)
+    kept = train_language_adapter(model, tok, texts, "kept", adapter_config=shape, config=config,
+                                  anchor=ANCHOR_BACKBONE, anchor_weight=100.0)  # fmt: skip
+    assert kept.losses[-1] < kept.losses[0] and free.losses[-1] < free.losses[0]
+    model.eval()
+    ids = tok(texts[:8], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = {a: model.encode(ids["input_ids"], ids["attention_mask"], adapters=a, all_layers=True) for a in
+                  (None, "free", "kept")}  # fmt: skip
+    real = ids["attention_mask"].bool()
+
+    def drift(name):
+        return (1 - torch.cosine_similarity(states[name][:, real], states[None][:, real], dim=-1)).mean()
+
+    assert drift("kept") < drift("free") / 3
+
+
 def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     """`--precision auto` (train-lang's default) trains in bf16 on a CPU with native bf16 (AVX512-BF16 or AMX) and
     falls back to fp32 on one without; an explicit precision is kept as asked."""

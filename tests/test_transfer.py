@@ -289,3 +289,21 @@ def test_anchored_target_adapters_are_added_to_a_finished_run_with_madx_task_ada
     third = json.loads((out / "results.json").read_text())["rows"]
     assert third[: len(first)] == first and {r["system"] for r in third[len(first) :]} == {"madx-anchor"}
     assert (anchored / "adapter.safetensors").read_bytes() != weights
+
+
+def test_backbone_anchored_target_adapters_are_scored_with_the_lad_task_adapters(tmp_path):
+    """madx-lad-anchor (a variant beyond the paper) scores madx-lad's task adapter with target adapters pulled towards
+    the backbone's own layer outputs: it trains only those adapters (MAD-X's fresh shape, no start from a source
+    adapter), and on the source it is -LAD's stack, so it equals madx-lad there."""
+    write_data(tmp_path, **{"en.txt": ner_sentences(30), "sw.txt": ner_sentences(20, seed=1)})
+    cfg = ner_config(tmp_path, ["madx-lad", "madx-lad-anchor"], {"en": "en.txt", "sw": "sw.txt"}, steps=2)
+    cfg["seeds"], cfg["madx_anchor"] = [1], {"weight": 5.0}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    run_transfer(tmp_path / "cfg.json", out)
+    rows = {(r["system"], r["target"]): r["value"] for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {(s, t) for s in ("madx-lad", "madx-lad-anchor") for t in ("en", "sw")}
+    assert rows["madx-lad-anchor", "en"] == rows["madx-lad", "en"]
+    assert not (out / "adapters" / "lang").exists()  # MAD-X's own language adapters are not needed
+    record = json.loads((out / "adapters" / "lang_anchor" / "none" / "sw" / "madx_training.json").read_text())
+    assert record["anchor"] == "backbone" and "start_from" not in record
