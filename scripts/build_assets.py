@@ -119,6 +119,8 @@ def main() -> None:
         shutil.copy(RUNS / "recipes" / "recipes.json", ASSETS / "recipes.json")
     if (RUNS / "recipes-e3" / "recipes.json").is_file():  # the anchored recipes with the shipped task adapters
         shutil.copy(RUNS / "recipes-e3" / "recipes.json", ASSETS / "recipes_converged.json")
+    if (RUNS / "drift" / "drift.json").is_file():  # drift and MLM loss of each kind of target adapter
+        shutil.copy(RUNS / "drift" / "drift.json", ASSETS / "adapter_drift.json")
     text_stats(json.loads((REPO / "configs" / "transfer.json").read_text()))
     from scripts.results_table import main as write_table
 

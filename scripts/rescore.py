@@ -66,8 +66,10 @@ def main() -> None:
                         model.load_adapter(run / "adapters" / "lang" / lang, load_as=lang)
                 started = time.perf_counter()
                 row = _row(system, src, tgt, args.task, seed, model)
-                rows += score_rows(model, tokenizer, examples, mx.Stack(*langs, name), name, row)
-                print(f"{system} s{seed} {tgt}: {rows[-1]['value']} ({time.perf_counter() - started:.0f}s)", flush=True)
+                scored = score_rows(model, tokenizer, examples, mx.Stack(*langs, name), name, row)
+                rows += scored
+                metrics = ", ".join(f"{r['metric']} {r['value']}" for r in scored)
+                print(f"{system} s{seed} {tgt}: {metrics} ({time.perf_counter() - started:.0f}s)", flush=True)
                 payload = {"meta": {"config": args.config, "run": args.run}, "rows": rows, "summary": summarise(rows)}
                 atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
             model.delete_adapter(name)

@@ -138,6 +138,46 @@ def recipes_table(summary: list[dict], task_adapters: str = "of the transfer run
     return "\n".join(lines) + "\n"
 
 
+# adapter_drift.json's kinds of target adapter: (the system that swaps it in, the system it is measured against:
+# the stack its task adapter was trained on)
+DRIFT_KINDS = {
+    "madx": ("madx", "madx-src"),
+    "anchored to en": ("madx-anchor", "madx-src"),
+    "anchored to backbone": ("madx-lad-anchor", "madx-lad"),
+}
+
+
+def drift_table(report: dict, summary: list[dict]) -> str:
+    """Per target language and kind of adapter: held-out MLM loss, drift from the backbone alone, and what swapping it
+    in does (F1 against the stack its task adapter was trained on; mean over seeds, from the main source)."""
+    f1 = {
+        (r["system"], r["target"]): r["mean"] * TASKS[r["task"]].scale
+        for r in summary
+        if r["metric"] == "f1" and r["source"] == "en"
+    }
+    kinds = [k for k in DRIFT_KINDS if any(k in v for v in report.values())]
+    lines = [
+        "**Drift against gain, per kind of target adapter** (held-out MLM loss with the adapter, through the "
+        "shipped head; drift = 1 − mean cosine of last-layer states with and without it; gain = F1 of swapping it in "
+        "minus the stack its task adapter was trained on: keeping English for MAD-X and anchored-to-en, no adapter "
+        "for anchored-to-backbone; held-out text: NER dev sentences, XQuAD questions; `python -m scripts.adapter_drift "
+        "--run runs/transfer --out runs/drift/drift.json`, in `assets/adapter_drift.json`)\n",
+        "| target | MLM loss, no adapter | " + " | ".join(f"{k}: loss, drift, gain" for k in kinds) + " |",
+        "|---|---|" + "---|" * len(kinds),
+    ]
+    for lang, row in report.items():
+        cells = []
+        for kind in kinds:
+            if kind not in row:
+                cells.append("–")
+                continue
+            system, ref = DRIFT_KINDS[kind]
+            gain = f1.get((system, lang), float("nan")) - f1.get((ref, lang), float("nan"))
+            cells.append(f"{row[kind]['heldout_mlm_loss']:.2f}, {row[kind]['drift']:.3f}, {gain:+.1f}")
+        lines.append(f"| {lang} | {row['no_adapter_mlm_loss']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--results", default=str(REPO / "assets" / "results.json"))
@@ -147,6 +187,10 @@ def main() -> None:
     stats = Path(args.results).with_name("text_stats.json")
     if stats.is_file():
         text += "\n" + text_table(json.loads(stats.read_text()))
+    drift = Path(args.results).with_name("adapter_drift.json")
+    if drift.is_file():
+        results = json.loads(Path(args.results).read_text())
+        text += "\n" + drift_table(json.loads(drift.read_text()), results["summary"])
     for name in ("recipes.json", "recipes_converged.json"):  # scored with the one-epoch / the shipped task adapters
         recipes = Path(args.results).with_name(name)
         if recipes.is_file():

@@ -533,6 +533,9 @@ def test_scores_charts_speak_one_scale_and_say_what_they_show(served):
     assert "anchored target adapter (a variant beyond the paper) helps here" in readings[0]
     assert "anchored target adapter (a variant beyond the paper) does not help here" in readings[1]
     assert "does help (NER)" in swap_verdict(state)
+    # the second variant (madx-lad-anchor) is compared per language with -LAD, the stack its task adapter was trained on
+    per = "- Per language from en, swapping in the backbone-anchored adapter (variant) minus no language adapter: "
+    assert per in readings[1] and "backbone-anchored target adapter in under –LAD's task adapter" in readings[1]
     # Per language means from English only: the sw/ha/pcm-source rows belong to the heat map, not to this line.
     (line,) = [x for x in readings[0].splitlines() if x.startswith("- Per language from en, swapping minus")]
     assert sorted(cell.split()[0] for cell in line.split(": ", 1)[1].split(" points")[0].split(", ")) == [
