@@ -65,10 +65,13 @@ def swap_verdict(state: AppState) -> str:
         for system in VARIANTS:
             if system in systems and swap_helps(systems, system)[0]:
                 anchored[system].append(task.title)
-    variant = "".join(
-        f" A variant beyond the paper, {what}, does help ({' and '.join(anchored[system])})."
-        for system, what in VARIANTS.items()
-        if anchored[system]
+    helped = [f"{what} ({' and '.join(anchored[system])})" for system, what in VARIANTS.items() if anchored[system]]
+    variant = (
+        f" A variant beyond the paper does help: {helped[0]}."
+        if len(helped) == 1
+        else f" Variants beyond the paper do help: {'; and '.join(helped)}."
+        if helped
+        else ""
     )
     if hurts and not helps:
         return (
