@@ -269,7 +269,7 @@ def _sources(spec: dict, systems: list[str], seeds: list[int]) -> list[tuple[str
 def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src, out) -> list[dict]:
     """Train one task adapter (stacked on the source's language adapter, or on none for -LAD) and score it."""
     model_lang = {"madx": "", "madx-inv": "_noinv"}.get(system)
-    name = _task_adapter_name(task, system, seed, src, spec)
+    name = task_adapter_name(task, system, seed, src, spec)
     result = train_task_adapter(
         base,
         tokenizer,
@@ -291,14 +291,14 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
     for scored_as, adapter_for in variants:
         for tgt, examples in tests.items():
             stack = Stack(name) if model_lang is None else Stack(adapter_for(tgt) + model_lang, name)
-            row = _row(scored_as, src, tgt, task, seed, base)
+            row = result_row(scored_as, src, tgt, task, seed, base)
             rows += score_rows(base, tokenizer, examples, stack, name, row)
             rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
     base.delete_adapter(name)
     return rows
 
 
-def _task_adapter_name(task: str, system: str, seed: int, src: str, spec: dict) -> str:
+def task_adapter_name(task: str, system: str, seed: int, src: str, spec: dict) -> str:
     """The task adapter's name, also its folder under adapters/task/."""
     return f"{task}-{system}-s{seed}" + ("" if src == spec.get("source", "en") else f"-{src}")
 
@@ -359,7 +359,7 @@ def _language_adapter(
 def _score_anchored(base, tokenizer, task: str, spec: dict, tests: dict, seed: int, src: str, out: Path, system: str):
     """An anchored system's rows: the task adapter of the system it reads (madx, madx-lad) as shipped by this run,
     with each target's anchored adapter swapped in; on the source itself, what that task adapter was trained on."""
-    name = _task_adapter_name(task, SCORED_WITH[system], seed, src, spec)
+    name = task_adapter_name(task, SCORED_WITH[system], seed, src, spec)
     directory = out / "adapters" / "task" / name
     if not directory.is_dir():
         raise FileNotFoundError(f"{system} reads {SCORED_WITH[system]}'s task adapter and {directory} is missing")
@@ -369,7 +369,7 @@ def _score_anchored(base, tokenizer, task: str, spec: dict, tests: dict, seed: i
     for tgt, examples in tests.items():
         lang = anchor if tgt == src else _anchored_name(tgt, anchor)
         stack = Stack(lang, name) if lang else Stack(name)
-        rows += score_rows(base, tokenizer, examples, stack, name, _row(system, src, tgt, task, seed, base))
+        rows += score_rows(base, tokenizer, examples, stack, name, result_row(system, src, tgt, task, seed, base))
     base.delete_adapter(name)
     return rows
 
@@ -493,7 +493,8 @@ def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, syste
         result = train_full(model, tokenizer, task, train, task, labels=labels, config=config)
         for t, examples in tests.items():
             if tgt is None or t == tgt:
-                rows += score_rows(model, tokenizer, examples, None, task, _row(system, src, t, task, seed, model))
+                row = result_row(system, src, t, task, seed, model)
+                rows += score_rows(model, tokenizer, examples, None, task, row)
                 rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
         del model
         if torch.cuda.is_available():
@@ -501,7 +502,7 @@ def _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, syste
     return rows
 
 
-def _row(system: str, source: str, target: str, task: str, seed: int, model: AdapterModel) -> dict:
+def result_row(system: str, source: str, target: str, task: str, seed: int, model: AdapterModel) -> dict:
     """The columns of a result row that say which system was scored where (results.score_rows adds the scores)."""
     return {
         "system": system,

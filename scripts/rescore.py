@@ -22,7 +22,7 @@ import madx_core as mx
 from madx_core.atomic import atomic_write_text
 from madx_core.backbones import load_tokenizer
 from madx_core.results import score_rows, summarise
-from madx_core.transfer import SCORED_WITH, _row, _task_adapter_name, load_task
+from madx_core.transfer import SCORED_WITH, load_task, result_row, task_adapter_name
 
 # system -> the language adapters (under the run's adapters/lang/) below the task adapter, given (source, target)
 LANGUAGE_ADAPTERS = {
@@ -55,7 +55,7 @@ def main() -> None:
     _, tests = load_task(args.task, {**spec, "targets": {t: spec["targets"][t] for t in args.targets.split(",")}})
     for seed in [int(s) for s in args.seeds.split(",")]:
         for system in systems:
-            name = _task_adapter_name(args.task, SCORED_WITH.get(system, system), seed, src, spec)
+            name = task_adapter_name(args.task, SCORED_WITH.get(system, system), seed, src, spec)
             model.load_adapter(run / "adapters" / "task" / name, load_as=name, with_head=True)
             for tgt, examples in tests.items():
                 if (system, seed, tgt) in done:
@@ -65,7 +65,7 @@ def main() -> None:
                     if lang not in model.adapters:
                         model.load_adapter(run / "adapters" / "lang" / lang, load_as=lang)
                 started = time.perf_counter()
-                row = _row(system, src, tgt, args.task, seed, model)
+                row = result_row(system, src, tgt, args.task, seed, model)
                 scored = score_rows(model, tokenizer, examples, mx.Stack(*langs, name), name, row)
                 rows += scored
                 metrics = ", ".join(f"{r['metric']} {r['value']}" for r in scored)
