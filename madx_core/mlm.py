@@ -282,9 +282,8 @@ def train_language_adapter(
         raise ValueError("vocab_subset needs the text in memory (a list of lines), not a stream")
     vocab = text_vocab(features) if vocab_subset else None
     generator = torch.Generator().manual_seed(config.seed + 1)
-    anchored = {} if anchor is None else {"anchor_weight": anchor_weight}
-    if anchor not in (None, ANCHOR_BACKBONE):
-        anchored["anchor"] = Stack(anchor)
+    target = None if anchor in (None, ANCHOR_BACKBONE) else Stack(anchor)  # None: the backbone's own outputs
+    anchored = {} if anchor is None else {"anchor": target, "anchor_weight": anchor_weight}
     step = mlm_step_fn(model, tokenizer, Stack(lang), generator, vocab, **anchored)
     return train_adapter(model, lang, features, step, config, out_dir, False, progress, should_stop)
 
