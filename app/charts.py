@@ -92,8 +92,9 @@ def bars_figure(summary: list[dict], metric: str, task: str = "ner") -> go.Figur
         title=f"zero-shot transfer from {source} per target language<br>({_metric_name(task, metric)})",
         xaxis_title="target language",
         yaxis=dict(title=_metric_name(task, metric), range=[0, 100]),
-        height=400,
-        legend=dict(orientation="h", y=-0.25),
+        # the legend below grows with the systems (one line each on a phone): keep the bars' own height
+        height=320 + 22 * len(fig.data),
+        legend=dict(orientation="h", yanchor="top", y=-0.2),
         margin=dict(l=50, r=10, t=50, b=40),
     )
     return fig

@@ -319,13 +319,15 @@ class _TaskStep:
 
 
 class _PoolStack:
-    """One stack per batch: a language adapter drawn from the pool under the task adapter (seeded, resumable)."""
+    """One stack per batch: a language adapter drawn from the pool under the task adapter (seeded, resumable); a
+    None in the pool draws the task adapter alone."""
 
-    def __init__(self, pool: list[str], name: str, draw: random.Random) -> None:
+    def __init__(self, pool: list[str | None], name: str, draw: random.Random) -> None:
         self.pool, self.name, self.draw = pool, name, draw
 
     def __call__(self) -> Stack:
-        return Stack(self.draw.choice(self.pool), self.name)
+        lang = self.draw.choice(self.pool)
+        return Stack(self.name) if lang is None else Stack(lang, self.name)
 
 
 def train_task_adapter(
@@ -335,7 +337,7 @@ def train_task_adapter(
     examples: list,
     name: str,
     *,
-    lang_adapter: str | list[str] | None = None,
+    lang_adapter: str | list[str | None] | None = None,
     labels: list[str] | None = None,
     adapter_config: AdapterConfig | None = None,
     config: TrainConfig | None = None,
@@ -346,13 +348,14 @@ def train_task_adapter(
     """Train task adapter `name` (+ its head) stacked on the frozen language adapter `lang_adapter` (MAD-X).
 
     With lang_adapter=None this is the MAD-X -LAD ablation: the task adapter alone on the backbone. With a list of
-    language adapters, each batch is stacked on one of them drawn at random: a variant beyond the paper, in which the
-    task adapter learns to read the output of several language adapters instead of the source language's alone.
+    language adapters, each batch is stacked on one of them drawn at random (None: on none): a variant beyond the paper,
+    in which the task adapter learns to read the output of several language adapters instead of the source language's
+    alone.
     """
     task = get_task(task)
     pool = [lang_adapter] if isinstance(lang_adapter, str) else list(lang_adapter or [])
     for la in pool:
-        if la not in model.adapters:
+        if la is not None and la not in model.adapters:
             raise ValueError(f"language adapter {la!r} is not loaded")
     config = config or replace(TASK_ADAPTER)
     labels = labels or task.labels(examples)
@@ -364,7 +367,7 @@ def train_task_adapter(
     if len(pool) > 1:
         stack = _PoolStack(pool, name, random.Random(config.seed + 2))
     else:
-        stack = Stack(pool[0], name) if pool else Stack(name)
+        stack = Stack(pool[0], name) if pool and pool[0] is not None else Stack(name)
     step = _TaskStep(model, tokenizer, task, stack, name)
     return train_adapter(model, name, features, step, config, out_dir, True, progress, should_stop)
 

@@ -19,7 +19,17 @@ one epoch (the issue's "task adapter converged on English"):
     python -m scripts.pool_experiment --adapters runs/transfer/adapters/lang --pool en --epochs 3 --seeds 1,2,3 \
         --out runs/converged/converged.json
 
-Resumable: finished (pool, seed) items in --out are skipped.
+The same for QA (SQuAD training subset, XQuAD test sets, the config's QA recipe). `none` in the pool draws no
+language adapter for that batch, so with --adapters runs/transfer/adapters/lang_anchor/none (the madx-lad-anchor
+system's target adapters, held near the backbone's own outputs) the task adapter is trained as -LAD's is, and on the
+target adapters it will be read through; here the targets ARE in the pool (English text through them, never their
+labelled data), so this asks whether a task adapter that has seen an adapter's output reads it better:
+
+    python -m scripts.pool_experiment --task qa --adapters runs/transfer/adapters/lang_anchor/none \
+        --pool none,de,ar,zh,es --ways swap,none --seeds 1,2,3 --out runs/pool/qa.json
+
+Each task adapter is saved (fp16, the weights it is scored with) beside --out under adapters/. Resumable: finished
+(task, adapters, pool, seed) items in --out are skipped.
 """
 
 from __future__ import annotations
@@ -31,75 +41,108 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 import madx_core as mx
 from madx_core import data as D
 from madx_core.atomic import atomic_write_text
 from madx_core.backbones import load_tokenizer
-from madx_core.evaluation import evaluate_ner
+from madx_core.results import score
+from madx_core.tasks import get_task
 from madx_core.training import TASK_ADAPTER, train_task_adapter
-from madx_core.transfer import config_from_spec
+from madx_core.transfer import config_from_spec, load_task
 
-TARGETS = {"sw": "swa", "ha": "hau", "pcm": "pcm"}
+NER_FOLDERS = {"sw": "swa", "ha": "hau", "pcm": "pcm"}  # MasakhaNER's folders: their dev splits are scored too
 KEEP = {"PER", "LOC", "ORG"}
+TARGETS = {"ner": "sw,ha,pcm", "qa": "de,ar,zh,es"}
 
 
 def ner(path: Path) -> list[D.NerSentence]:
     return D.restrict_labels(D.read_conll(path), KEEP)
 
 
+def splits_for(task: str, spec: dict, targets: list[str], data: Path) -> dict[tuple[str, str], list]:
+    """(target, split) -> examples: the config's test sets (the source's too); for NER the targets' dev sets also."""
+    _, tests = load_task(task, spec)
+    out = {(t, "test"): tests[t] for t in [*targets, spec.get("source", "en")]}
+    if task == "ner":
+        out |= {(t, "dev"): ner(data / "ner" / NER_FOLDERS[t] / "dev.txt") for t in targets}
+    return dict(sorted(out.items()))
+
+
+def stacks(way: str, tgt: str, src: str, name: str, loaded: set[str]) -> mx.Stack | None:
+    """The stack a way of scoring reads on `tgt`: the target's adapter (swap), the source's (keep) or none; None when
+    that adapter is not in --adapters (or, on the source, where swap is keep)."""
+    lang = {"swap": tgt, "keep": src, "none": None}[way]
+    if way == "swap" and tgt == src or lang is not None and lang not in loaded:
+        return None
+    return mx.Stack(name) if lang is None else mx.Stack(lang, name)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", choices=["ner", "qa"], default="ner")
     p.add_argument("--adapters", required=True, help="folder with one language-adapter folder per language")
-    p.add_argument("--pool", default="en,de,ar,zh,es,qu,mi")
+    p.add_argument("--pool", default="en,de,ar,zh,es,qu,mi", help="adapters drawn from in training; none: no adapter")
+    p.add_argument("--targets", default=None, help="scored targets (default: NER sw,ha,pcm; QA de,ar,zh,es)")
+    p.add_argument("--ways", default="swap,keep,none", help="stacks scored on each target: swap, keep, none")
     p.add_argument("--seeds", default="1,2,3")
-    p.add_argument("--config", default="configs/transfer.json", help="the NER task recipe is read from here")
+    p.add_argument("--config", default="configs/transfer.json", help="the task's recipe and data are read from here")
     p.add_argument("--out", default="runs/pool/pool.json")
-    p.add_argument("--epochs", type=float, default=None, help="train this many epochs instead of the config's steps")
+    p.add_argument("--epochs", type=float, default=None, help="train this many epochs instead of the config's budget")
     args = p.parse_args()
     data = Path(os.environ.get("MADX_DATA_DIR", "../shared/data"))
     cfg = json.loads(Path(args.config).read_text())
-    spec = cfg["tasks"]["ner"]
-    pool = args.pool.split(",")
+    spec = cfg["tasks"][args.task]
+    src = spec.get("source", "en")
+    pool = [None if lang == "none" else lang for lang in args.pool.split(",")]
+    targets = (args.targets or TARGETS[args.task]).split(",")
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {"items": []}
-    done = {(tuple(i["pool"]), i["seed"]) for i in report["items"]}
+    done = {(i.get("task", "ner"), i.get("adapters"), tuple(i["pool"]), i["seed"]) for i in report["items"]}
 
     model = mx.AdapterModel.from_pretrained(cfg["backbone"])
     tokenizer = load_tokenizer(cfg["backbone"])
-    for lang in sorted({*pool, "en", *TARGETS}):
-        model.load_adapter(Path(args.adapters) / lang, load_as=lang)
-    train = ner(data / "ner" / "en" / "train.txt")
-    labels = D.label_list(train)
-    splits = {(t, s): ner(data / "ner" / folder / f"{s}.txt") for t, folder in TARGETS.items() for s in ("dev", "test")}
-    splits[("en", "test")] = ner(data / "ner" / "en" / "test.txt")
+    folder = Path(args.adapters)
+    missing = [lang for lang in pool if lang is not None and not (folder / lang).is_dir()]
+    if missing:
+        raise SystemExit(f"pool adapters {missing} are not in {folder}")
+    loaded = {lang for lang in {*pool, src, *targets} - {None} if (folder / lang).is_dir()}
+    for lang in sorted(loaded):
+        model.load_adapter(folder / lang, load_as=lang)
+    train, _ = load_task(args.task, spec)
+    labels = get_task(args.task).labels(train)
+    splits = splits_for(args.task, spec, targets, data)
+    ways = args.ways.split(",")
 
     for seed in [int(s) for s in args.seeds.split(",")]:
-        if (tuple(pool), seed) in done:
+        pool_names = ["none" if lang is None else lang for lang in pool]
+        if (args.task, str(folder), tuple(pool_names), seed) in done:
             continue
         config = config_from_spec(spec, seed, TASK_ADAPTER, cfg)
         if args.epochs is not None:
             config = replace(config, epochs=args.epochs)
-        name = f"ner-pool-s{seed}"
+        name = f"{args.task}-pool-s{seed}"
         started = time.perf_counter()
         lang_adapter = pool if len(pool) > 1 else pool[0]
         result = train_task_adapter(
-            model, tokenizer, "ner", train, name, lang_adapter=lang_adapter, labels=labels, config=config
+            model, tokenizer, args.task, train, name, lang_adapter=lang_adapter, labels=labels, config=config
         )
-        item = {
-            "pool": pool,
-            "seed": seed,
-            "epochs": args.epochs,
-            "steps": result.steps,
-            "train_seconds": round(result.seconds),
-            "f1": {},
-        }
-        for (tgt, split), sents in splits.items():
-            stacks = {"swap": mx.Stack(tgt, name), "keep": mx.Stack("en", name), "none": mx.Stack(name)}
-            for way, stack in stacks.items():
-                if tgt == "en" and way != "keep":
+        # scored with the fp16 weights that are kept, as the transfer run's are
+        kept = out.parent / "adapters" / "-".join([out.stem, *folder.parts[-2:], *pool_names, f"s{seed}"])
+        model.save_adapter(kept, name, with_head=True, dtype=torch.float16)
+        model.load_adapter(kept, load_as=name, with_head=True)
+        item = {"task": args.task, "adapters": str(folder), "pool": pool_names, "seed": seed, "epochs": args.epochs}
+        item |= {"steps": result.steps, "train_seconds": round(result.seconds), "f1": {}}
+        for (tgt, split), examples in splits.items():
+            for way in ways:
+                stack = stacks(way, tgt, src, name, loaded)
+                if stack is None:
                     continue
-                scores, _ = evaluate_ner(model, tokenizer, sents, stack, name)
-                item["f1"][f"{tgt}/{split}/{way}"] = round(float(scores["f1"]), 4)
+                metrics = score(model, tokenizer, args.task, examples, stack, name, tgt)
+                for metric, value in metrics.items():
+                    item.setdefault(metric, {})[f"{tgt}/{split}/{way}"] = round(float(value), 4)
+                print(f"{name} {tgt}/{split}/{way}: {metrics}", flush=True)
         item["eval_seconds"] = round(time.perf_counter() - started - result.seconds)
         model.delete_adapter(name)
         report["items"].append(item)

@@ -103,6 +103,28 @@ def test_task_adapter_learns_and_keeps_language_adapter_frozen(tmp_path, ner_dat
         train_task_adapter(model, tok, "ner", sents, "ner2", lang_adapter="xx", config=config)
 
 
+def test_a_task_adapter_trained_over_a_pool_reads_each_adapter_drawn(ner_data):
+    """A pool draws one stack per batch; None in it is the task adapter alone. A pool of [None] alone trains exactly
+    the -LAD task adapter, and adding a language adapter to the pool changes what is learned (it is read, not
+    skipped) while that adapter stays frozen."""
+    sents, _, tok = ner_data
+    config = TrainConfig(steps=8, batch_size=8, max_length=64, learning_rate=5e-3, seed=2)
+
+    def train(pool):
+        model = tiny(tok)
+        model.add_adapter("en", mx.AdapterConfig(reduction_factor=2, inv_adapter="nice"))
+        before = {n: p.clone() for n, p in model.adapters["en"].named_parameters()}
+        result = train_task_adapter(model, tok, "ner", sents, "ner", lang_adapter=pool, config=config)
+        assert all(torch.equal(p, before[n]) for n, p in model.adapters["en"].named_parameters())
+        return result.losses, model.adapters["ner"].state_dict()
+
+    lad, pooled_none, pooled = train(None), train([None, None]), train([None, "en"])
+    assert lad[0] == pooled_none[0] and all(torch.equal(v, lad[1][k]) for k, v in pooled_none[1].items())
+    assert pooled[0] != lad[0]
+    with pytest.raises(ValueError, match="'xx' is not loaded"):
+        train([None, "xx"])
+
+
 def test_qa_task_adapter_learns_to_answer():
     """Trained on generated questions, the QA head answers them with the gold span of the context."""
     from madx_core.evaluation import evaluate_qa
