@@ -70,7 +70,7 @@ def splits_for(task: str, spec: dict, targets: list[str], data: Path) -> dict[tu
     return dict(sorted(out.items()))
 
 
-def stacks(way: str, tgt: str, src: str, name: str, loaded: set[str]) -> mx.Stack | None:
+def stack_for(way: str, tgt: str, src: str, name: str, loaded: set[str]) -> mx.Stack | None:
     """The stack a way of scoring reads on `tgt`: the target's adapter (swap), the source's (keep) or none; None when
     that adapter is not in --adapters (or, on the source, where swap is keep)."""
     lang = {"swap": tgt, "keep": src, "none": None}[way]
@@ -95,7 +95,8 @@ def main() -> None:
     cfg = json.loads(Path(args.config).read_text())
     spec = cfg["tasks"][args.task]
     src = spec.get("source", "en")
-    pool = [None if lang == "none" else lang for lang in args.pool.split(",")]
+    pool_names = args.pool.split(",")
+    pool = [None if lang == "none" else lang for lang in pool_names]
     targets = (args.targets or TARGETS[args.task]).split(",")
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {"items": []}
@@ -116,7 +117,6 @@ def main() -> None:
     ways = args.ways.split(",")
 
     for seed in [int(s) for s in args.seeds.split(",")]:
-        pool_names = ["none" if lang is None else lang for lang in pool]
         if (args.task, str(folder), tuple(pool_names), seed) in done:
             continue
         config = config_from_spec(spec, seed, TASK_ADAPTER, cfg)
@@ -124,9 +124,8 @@ def main() -> None:
             config = replace(config, epochs=args.epochs)
         name = f"{args.task}-pool-s{seed}"
         started = time.perf_counter()
-        lang_adapter = pool if len(pool) > 1 else pool[0]
         result = train_task_adapter(
-            model, tokenizer, args.task, train, name, lang_adapter=lang_adapter, labels=labels, config=config
+            model, tokenizer, args.task, train, name, lang_adapter=pool, labels=labels, config=config
         )
         # scored with the fp16 weights that are kept, as the transfer run's are
         kept = out.parent / "adapters" / "-".join([out.stem, *folder.parts[-2:], *pool_names, f"s{seed}"])
@@ -136,7 +135,7 @@ def main() -> None:
         item |= {"steps": result.steps, "train_seconds": round(result.seconds), "f1": {}}
         for (tgt, split), examples in splits.items():
             for way in ways:
-                stack = stacks(way, tgt, src, name, loaded)
+                stack = stack_for(way, tgt, src, name, loaded)
                 if stack is None:
                     continue
                 metrics = score(model, tokenizer, args.task, examples, stack, name, tgt)
