@@ -68,13 +68,10 @@ def swap_verdict(state: AppState) -> str:
             if system in systems and swap_helps(systems, system)[0]:
                 anchored[system].append(task.title)
     helped = [f"{what} ({' and '.join(anchored[system])})" for system, what in VARIANTS.items() if anchored[system]]
-    variant = (
-        f" A variant beyond the paper does help: {helped[0]}."
-        if len(helped) == 1
-        else f" Variants beyond the paper do help: {'; and '.join(helped)}."
-        if helped
-        else ""
-    )
+    variant = ""
+    if helped:
+        who = "A variant beyond the paper does" if len(helped) == 1 else "Variants beyond the paper do"
+        variant = f" {who} help: {'; and '.join(helped)}."
     if hurts and not helps:
         return (
             f"**On this small offline backbone MAD-X's own recipe does not work as the paper reports**: in the shipped "

@@ -318,6 +318,11 @@ class _TaskStep:
             self.adapters.draw.setstate(state["draw"])
 
 
+def _over(lang: str | None, name: str) -> Stack:
+    """Task adapter `name` on language adapter `lang`, or alone (None: MAD-X -LAD)."""
+    return Stack(name) if lang is None else Stack(lang, name)
+
+
 class _PoolStack:
     """One stack per batch: a language adapter drawn from the pool under the task adapter (seeded, resumable); a
     None in the pool draws the task adapter alone."""
@@ -326,8 +331,7 @@ class _PoolStack:
         self.pool, self.name, self.draw = pool, name, draw
 
     def __call__(self) -> Stack:
-        lang = self.draw.choice(self.pool)
-        return Stack(self.name) if lang is None else Stack(lang, self.name)
+        return _over(self.draw.choice(self.pool), self.name)
 
 
 def train_task_adapter(
@@ -367,7 +371,7 @@ def train_task_adapter(
     if len(pool) > 1:
         stack = _PoolStack(pool, name, random.Random(config.seed + 2))
     else:
-        stack = Stack(pool[0], name) if pool and pool[0] is not None else Stack(name)
+        stack = _over(pool[0] if pool else None, name)
     step = _TaskStep(model, tokenizer, task, stack, name)
     return train_adapter(model, name, features, step, config, out_dir, True, progress, should_stop)
 

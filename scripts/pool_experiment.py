@@ -61,9 +61,8 @@ def ner(path: Path) -> list[D.NerSentence]:
     return D.restrict_labels(D.read_conll(path), KEEP)
 
 
-def splits_for(task: str, spec: dict, targets: list[str], data: Path) -> dict[tuple[str, str], list]:
+def splits_for(task: str, spec: dict, tests: dict, targets: list[str], data: Path) -> dict[tuple[str, str], list]:
     """(target, split) -> examples: the config's test sets (the source's too); for NER the targets' dev sets also."""
-    _, tests = load_task(task, spec)
     out = {(t, "test"): tests[t] for t in [*targets, spec.get("source", "en")]}
     if task == "ner":
         out |= {(t, "dev"): ner(data / "ner" / NER_FOLDERS[t] / "dev.txt") for t in targets}
@@ -111,9 +110,9 @@ def main() -> None:
     loaded = {lang for lang in {*pool, src, *targets} - {None} if (folder / lang).is_dir()}
     for lang in sorted(loaded):
         model.load_adapter(folder / lang, load_as=lang)
-    train, _ = load_task(args.task, spec)
+    train, tests = load_task(args.task, spec)
     labels = get_task(args.task).labels(train)
-    splits = splits_for(args.task, spec, targets, data)
+    splits = splits_for(args.task, spec, tests, targets, data)
     ways = args.ways.split(",")
 
     for seed in [int(s) for s in args.seeds.split(",")]:

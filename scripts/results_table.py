@@ -183,13 +183,13 @@ def main() -> None:
     p.add_argument("--results", default=str(REPO / "assets" / "results.json"))
     p.add_argument("--print", action="store_true")
     args = p.parse_args()
-    text = table(json.loads(Path(args.results).read_text()))
+    results = json.loads(Path(args.results).read_text())
+    text = table(results)
     stats = Path(args.results).with_name("text_stats.json")
     if stats.is_file():
         text += "\n" + text_table(json.loads(stats.read_text()))
     drift = Path(args.results).with_name("adapter_drift.json")
     if drift.is_file():
-        results = json.loads(Path(args.results).read_text())
         text += "\n" + drift_table(json.loads(drift.read_text()), results["summary"])
     for name in ("recipes.json", "recipes_converged.json"):  # scored with the one-epoch / the shipped task adapters
         recipes = Path(args.results).with_name(name)
