@@ -344,6 +344,7 @@ def train_task_adapter(
     lang_adapter: str | list[str | None] | None = None,
     labels: list[str] | None = None,
     adapter_config: AdapterConfig | None = None,
+    start_from: str | None = None,
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
@@ -354,19 +355,28 @@ def train_task_adapter(
     With lang_adapter=None this is the MAD-X -LAD ablation: the task adapter alone on the backbone. With a list of
     language adapters, each batch is stacked on one of them drawn at random (None: on none): a variant beyond the paper,
     in which the task adapter learns to read the output of several language adapters instead of the source language's
-    alone.
+    alone. `start_from` names a loaded task adapter with its head (same shape and labels) whose weights training
+    continues from, instead of a random start.
     """
     task = get_task(task)
     pool = [lang_adapter] if isinstance(lang_adapter, str) else list(lang_adapter or [])
     for la in pool:
         if la is not None and la not in model.adapters:
             raise ValueError(f"language adapter {la!r} is not loaded")
+    if start_from is not None and (start_from == name or start_from not in model.heads):
+        raise ValueError(f"start_from must be another task adapter loaded with its head, not {start_from!r}")
     config = config or replace(TASK_ADAPTER)
     labels = labels or task.labels(examples)
     features = task.features(tokenizer, examples, labels, min(config.max_length, model.max_tokens))
     seed_everything(config.seed)
-    model.add_adapter(name, adapter_config or replace(TASK_ADAPTER_SHAPE), overwrite=True)
+    shape = adapter_config or (None if start_from else replace(TASK_ADAPTER_SHAPE))
+    model.add_adapter(name, shape, overwrite=True, init_from=start_from)
     task.add_head(model, name, labels)
+    if start_from is not None:
+        if model.heads[name].config != model.heads[start_from].config:
+            model.delete_adapter(name)
+            raise ValueError(f"the head of {start_from!r} does not fit this task and its labels")
+        model.heads[name].load_state_dict(model.heads[start_from].state_dict())
     model.set_trainable(adapters=[name], heads=[name])
     if len(pool) > 1:
         stack = _PoolStack(pool, name, random.Random(config.seed + 2))

@@ -28,8 +28,16 @@ labelled data), so this asks whether a task adapter that has seen an adapter's o
     python -m scripts.pool_experiment --task qa --adapters runs/transfer/adapters/lang_anchor/none \
         --pool none,de,ar,zh,es --ways swap,none --seeds 1,2,3 --out runs/pool/qa.json
 
+With --start-from, the task adapter is not trained from a random start: training continues from a saved task adapter
+(e.g. -LAD's converged one, shipped in assets/adapters/task/qa_lad, seed 1), here for half an epoch at a tenth of the
+rate, over the pool; `--pool none` with the same budget is the control (as much more training, no adapter seen):
+
+    python -m scripts.pool_experiment --task qa --adapters runs/transfer/adapters/lang_anchor/none \
+        --start-from assets/adapters/task/qa_lad --epochs 0.5 --lr 1e-4 --pool none,de,ar,zh,es --ways swap,none \
+        --seeds 1 --out runs/qa-cont/qa.json
+
 Each task adapter is saved (fp16, the weights it is scored with) beside --out under adapters/. Resumable: finished
-(task, adapters, pool, seed) items in --out are skipped.
+(task, adapters, pool, start, seed) items in --out are skipped.
 """
 
 from __future__ import annotations
@@ -89,6 +97,8 @@ def main() -> None:
     p.add_argument("--config", default="configs/transfer.json", help="the task's recipe and data are read from here")
     p.add_argument("--out", default="runs/pool/pool.json")
     p.add_argument("--epochs", type=float, default=None, help="train this many epochs instead of the config's budget")
+    p.add_argument("--lr", type=float, default=None, help="this learning rate instead of the config's")
+    p.add_argument("--start-from", default=None, help="a saved task adapter (with its head) to continue training from")
     args = p.parse_args()
     data = Path(os.environ.get("MADX_DATA_DIR", "../shared/data"))
     cfg = json.loads(Path(args.config).read_text())
@@ -99,7 +109,10 @@ def main() -> None:
     targets = (args.targets or TARGETS[args.task]).split(",")
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {"items": []}
-    done = {(i.get("task", "ner"), i.get("adapters"), tuple(i["pool"]), i["seed"]) for i in report["items"]}
+    done = {
+        (i.get("task", "ner"), i.get("adapters"), tuple(i["pool"]), i.get("start_from"), i["seed"])
+        for i in report["items"]
+    }
 
     model = mx.AdapterModel.from_pretrained(cfg["backbone"])
     tokenizer = load_tokenizer(cfg["backbone"])
@@ -112,25 +125,41 @@ def main() -> None:
         model.load_adapter(folder / lang, load_as=lang)
     train, tests = load_task(args.task, spec)
     labels = get_task(args.task).labels(train)
+    if args.start_from:
+        model.load_adapter(args.start_from, load_as="start", with_head=True)
+        label2id = model.heads["start"].config.label2id
+        labels = sorted(label2id, key=label2id.get) if label2id else labels  # in the order its head predicts them
     splits = splits_for(args.task, spec, tests, targets, data)
     ways = args.ways.split(",")
 
     for seed in [int(s) for s in args.seeds.split(",")]:
-        if (args.task, str(folder), tuple(pool_names), seed) in done:
+        if (args.task, str(folder), tuple(pool_names), args.start_from, seed) in done:
             continue
         config = config_from_spec(spec, seed, TASK_ADAPTER, cfg)
         if args.epochs is not None:
             config = replace(config, epochs=args.epochs)
+        if args.lr is not None:
+            config = replace(config, learning_rate=args.lr)
         name = f"{args.task}-pool-s{seed}"
         started = time.perf_counter()
         result = train_task_adapter(
-            model, tokenizer, args.task, train, name, lang_adapter=pool, labels=labels, config=config
+            model,
+            tokenizer,
+            args.task,
+            train,
+            name,
+            lang_adapter=pool,
+            labels=labels,
+            config=config,
+            start_from=args.start_from and "start",
         )
         # scored with the fp16 weights that are kept, as the transfer run's are
-        kept = out.parent / "adapters" / "-".join([out.stem, *folder.parts[-2:], *pool_names, f"s{seed}"])
+        start = ["from", Path(args.start_from).name] if args.start_from else []
+        kept = out.parent / "adapters" / "-".join([out.stem, *folder.parts[-2:], *pool_names, *start, f"s{seed}"])
         model.save_adapter(kept, name, with_head=True, dtype=torch.float16)
         model.load_adapter(kept, load_as=name, with_head=True)
         item = {"task": args.task, "adapters": str(folder), "pool": pool_names, "seed": seed, "epochs": args.epochs}
+        item |= {"start_from": args.start_from, "lr": config.learning_rate}
         item |= {"steps": result.steps, "train_seconds": round(result.seconds), "f1": {}}
         for (tgt, split), examples in splits.items():
             for way in ways:

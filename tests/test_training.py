@@ -125,6 +125,35 @@ def test_a_task_adapter_trained_over_a_pool_reads_each_adapter_drawn(ner_data):
         train([None, "xx"])
 
 
+def test_a_task_adapter_continues_from_a_trained_one(ner_data):
+    """start_from copies a trained task adapter and its head, then trains the copy: at learning rate 0 the copy is the
+    original exactly, with a real rate it moves away while the original stays as it was; a head trained for other
+    labels, or the adapter being trained itself, is refused with a one-line error."""
+    sents, _, tok = ner_data
+    model = tiny(tok)
+    config = TrainConfig(steps=4, batch_size=8, max_length=64, learning_rate=5e-3, seed=2)
+    train_task_adapter(model, tok, "ner", sents, "first", config=config)
+    first = {
+        n: p.clone() for n, p in [*model.adapters["first"].named_parameters(), *model.heads["first"].named_parameters()]
+    }
+
+    def params(name):
+        return dict([*model.adapters[name].named_parameters(), *model.heads[name].named_parameters()])
+
+    labels = sorted(model.heads["first"].config.label2id, key=model.heads["first"].config.label2id.get)
+    frozen = replace(config, learning_rate=0.0)
+    train_task_adapter(model, tok, "ner", sents, "copy", labels=labels, start_from="first", config=frozen)
+    assert all(torch.equal(p, first[n]) for n, p in params("copy").items())
+    train_task_adapter(model, tok, "ner", sents, "more", labels=labels, start_from="first", config=config)
+    assert any(not torch.equal(p, first[n]) for n, p in params("more").items())
+    assert all(torch.equal(p, first[n]) for n, p in params("first").items())
+    with pytest.raises(ValueError, match="does not fit"):
+        train_task_adapter(model, tok, "ner", sents, "other", labels=labels[::-1], start_from="first", config=config)
+    assert "other" not in model.adapters and "other" not in model.heads
+    with pytest.raises(ValueError, match="another task adapter"):
+        train_task_adapter(model, tok, "ner", sents, "first", start_from="first", config=config)
+
+
 def test_qa_task_adapter_learns_to_answer():
     """Trained on generated questions, the QA head answers them with the gold span of the context."""
     from madx_core.evaluation import evaluate_qa
