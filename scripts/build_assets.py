@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from madx_core.atomic import atomic_write_text
+from madx_core.atomic import atomic_dir, atomic_write_text
 from madx_core.results import summarise, write_results
 from madx_core.transfer import run_transfer
 
@@ -55,27 +55,28 @@ def text_stats(cfg: dict) -> None:
 
 
 def copy_adapters() -> None:
-    shutil.rmtree(ASSETS / "adapters", ignore_errors=True)
-    for sub in ("lang", "lang_noinv"):
-        for d in sorted((RUNS / "transfer" / "adapters" / sub).glob("*/")):
-            shutil.copytree(d, ASSETS / "adapters" / sub / d.name)
-    # madx-anchor's target adapters (a variant beyond the paper), anchored to the English adapter: the NER targets'
-    # only, for the app's examples; the QA targets' (3.6 MB each) stay in runs/ to keep the Space small
-    for lang in ("sw", "ha", "pcm"):
-        d = RUNS / "transfer" / "adapters" / "lang_anchor" / "en" / lang
-        if d.is_dir():
-            shutil.copytree(d, ASSETS / "adapters" / "lang_anchor" / lang)
-    # The task adapters of seed 1 are the app's: MAD-X's (stacked on en), -LAD's (trained with no language adapter,
-    # what the app runs when "no language adapter" is chosen) and -INV's (goes with lang_noinv).
-    for name, source in (
-        ("ner", "transfer/adapters/task/ner-madx-s1"),
-        ("ner_lad", "transfer/adapters/task/ner-madx-lad-s1"),
-        ("ner_noinv", "transfer/adapters/task/ner-madx-inv-s1"),
-        ("qa", "transfer/adapters/task/qa-madx-s1"),
-        ("qa_lad", "transfer/adapters/task/qa-madx-lad-s1"),
-    ):
-        if (RUNS / source).is_dir():
-            shutil.copytree(RUNS / source, ASSETS / "adapters" / "task" / name)
+    """Replace assets/adapters with the run's adapters in one swap: a failed copy leaves the shipped ones as is."""
+    with atomic_dir(ASSETS / "adapters") as out:
+        for sub in ("lang", "lang_noinv"):
+            for d in sorted((RUNS / "transfer" / "adapters" / sub).glob("*/")):
+                shutil.copytree(d, out / sub / d.name)
+        # madx-anchor's target adapters (a variant beyond the paper), anchored to the English adapter: the NER
+        # targets' only, for the app's examples; the QA targets' (3.6 MB each) stay in runs/ to keep the Space small
+        for lang in ("sw", "ha", "pcm"):
+            d = RUNS / "transfer" / "adapters" / "lang_anchor" / "en" / lang
+            if d.is_dir():
+                shutil.copytree(d, out / "lang_anchor" / lang)
+        # The task adapters of seed 1 are the app's: MAD-X's (stacked on en), -LAD's (trained with no language
+        # adapter, what the app runs when "no language adapter" is chosen) and -INV's (goes with lang_noinv).
+        for name, source in (
+            ("ner", "transfer/adapters/task/ner-madx-s1"),
+            ("ner_lad", "transfer/adapters/task/ner-madx-lad-s1"),
+            ("ner_noinv", "transfer/adapters/task/ner-madx-inv-s1"),
+            ("qa", "transfer/adapters/task/qa-madx-s1"),
+            ("qa_lad", "transfer/adapters/task/qa-madx-lad-s1"),
+        ):
+            if (RUNS / source).is_dir():
+                shutil.copytree(RUNS / source, out / "task" / name)
 
 
 def stamp_backbone(backbone: str) -> None:
@@ -110,6 +111,8 @@ def main() -> None:
     started = time.perf_counter()
     if not args.skip_transfer:
         run_transfer(REPO / "configs" / "transfer.json", RUNS / "transfer")
+    elif not (RUNS / "transfer" / "results.json").is_file():  # else the shipped adapters would be replaced by none
+        raise SystemExit("--skip-transfer copies a finished run, and runs/transfer/results.json is missing")
     copy_adapters()
     stamp_backbone(json.loads((REPO / "configs" / "transfer.json").read_text())["backbone"])
     copy_results()

@@ -169,11 +169,14 @@ def qa_examples(n: int, seed: int = 0):
 # Processes and servers
 
 
-def madx(args: list[str], *, ok: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m madx_core ARGS` from the repository, offline; with `ok`, it must exit 0."""
+def madx(
+    args: list[str], *, ok: bool = True, timeout: float = 600, module: str = "madx_core", **kwargs
+) -> subprocess.CompletedProcess:
+    """`python -m madx_core ARGS` (or another `module`, e.g. a script) from the repository, offline; with `ok`, it
+    must exit 0."""
     env = {**os.environ, "MADX_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     run = subprocess.run(
-        [sys.executable, "-m", "madx_core", *args],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         env={**env, **kwargs.pop("env", {})},
         capture_output=True,
