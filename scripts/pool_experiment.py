@@ -29,15 +29,15 @@ labelled data), so this asks whether a task adapter that has seen an adapter's o
         --pool none,de,ar,zh,es --ways swap,none --seeds 1,2,3 --out runs/pool/qa.json
 
 With --start-from, the task adapter is not trained from a random start: training continues from a saved task adapter
-(e.g. -LAD's converged one, shipped in assets/adapters/task/qa_lad, seed 1), here for half an epoch at a tenth of the
-rate, over the pool; `--pool none` with the same budget is the control (as much more training, no adapter seen):
+(e.g. -LAD's converged one, shipped in assets/adapters/task/qa_lad, seed 1), here for one more epoch at a tenth of
+the rate, over the pool; the same with `--pool none --ways none` is the control (as much more training, no adapter):
 
     python -m scripts.pool_experiment --task qa --adapters runs/transfer/adapters/lang_anchor/none \
-        --start-from assets/adapters/task/qa_lad --epochs 0.5 --lr 1e-4 --pool none,de,ar,zh,es --ways swap,none \
+        --start-from assets/adapters/task/qa_lad --epochs 1 --lr 1e-4 --pool none,de,ar,zh,es --ways swap,none \
         --seeds 1 --out runs/qa-cont/qa.json
 
 Each task adapter is saved (fp16, the weights it is scored with) beside --out under adapters/. Resumable: finished
-(task, adapters, pool, start, seed) items in --out are skipped.
+(task, adapters, pool, start, epochs, rate, seed) items in --out are skipped.
 """
 
 from __future__ import annotations
@@ -109,10 +109,8 @@ def main() -> None:
     targets = (args.targets or TARGETS[args.task]).split(",")
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {"items": []}
-    done = {
-        (i.get("task", "ner"), i.get("adapters"), tuple(i["pool"]), i.get("start_from"), i["seed"])
-        for i in report["items"]
-    }
+    keys = ("adapters", "start_from", "epochs", "lr")  # with task, pool and seed: what makes an item
+    done = {(i.get("task", "ner"), tuple(i["pool"]), i["seed"], *(i.get(k) for k in keys)) for i in report["items"]}
 
     model = mx.AdapterModel.from_pretrained(cfg["backbone"])
     tokenizer = load_tokenizer(cfg["backbone"])
@@ -133,7 +131,7 @@ def main() -> None:
     ways = args.ways.split(",")
 
     for seed in [int(s) for s in args.seeds.split(",")]:
-        if (args.task, str(folder), tuple(pool_names), args.start_from, seed) in done:
+        if (args.task, tuple(pool_names), seed, str(folder), args.start_from, args.epochs, args.lr) in done:
             continue
         config = config_from_spec(spec, seed, TASK_ADAPTER, cfg)
         if args.epochs is not None:
@@ -159,7 +157,7 @@ def main() -> None:
         model.save_adapter(kept, name, with_head=True, dtype=torch.float16)
         model.load_adapter(kept, load_as=name, with_head=True)
         item = {"task": args.task, "adapters": str(folder), "pool": pool_names, "seed": seed, "epochs": args.epochs}
-        item |= {"start_from": args.start_from, "lr": config.learning_rate}
+        item |= {"start_from": args.start_from, "lr": args.lr}  # None: the config's
         item |= {"steps": result.steps, "train_seconds": round(result.seconds), "f1": {}}
         for (tgt, split), examples in splits.items():
             for way in ways:
