@@ -42,6 +42,11 @@ class HeadConfig:
     def id2label(self) -> dict[int, str] | None:
         return None if self.label2id is None else {i: label for label, i in self.label2id.items()}
 
+    @property
+    def labels(self) -> list[str] | None:
+        """The labels in the order the head predicts them (what train_task_adapter's `labels` takes)."""
+        return None if self.label2id is None else sorted(self.label2id, key=self.label2id.get)
+
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "extra"}
         if self.head_type != "masked_lm":

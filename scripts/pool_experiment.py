@@ -125,8 +125,7 @@ def main() -> None:
     labels = get_task(args.task).labels(train)
     if args.start_from:
         model.load_adapter(args.start_from, load_as="start", with_head=True)
-        label2id = model.heads["start"].config.label2id
-        labels = sorted(label2id, key=label2id.get) if label2id else labels  # in the order its head predicts them
+        labels = model.heads["start"].config.labels or labels  # in the order its head predicts them
     splits = splits_for(args.task, spec, tests, targets, data)
     ways = args.ways.split(",")
 
