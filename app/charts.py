@@ -21,6 +21,8 @@ SYSTEM_COLORS = {
     "madx": "#264653",
     "madx-anchor": "#6a4c93",
     "madx-lad-anchor": "#b5838d",
+    "madx-lad-pool": "#e76f51",
+    "madx-lad-more": "#e9c46a",
 }
 METRIC_LABELS = {"em": "exact match (EM)"}  # where the switch spells a metric out
 

@@ -51,6 +51,7 @@ VARIANTS = {
     "madx-anchor": "target adapters anchored to the English one while they learn their language",
     "madx-lad-anchor": "target adapters anchored to the backbone itself under a task adapter trained with no "
     "language adapter",
+    "madx-lad-pool": "those backbone-anchored adapters under –LAD's task adapter trained one more epoch over them",
 }
 
 
@@ -94,6 +95,7 @@ PER_LANGUAGE = (
     ("madx", "swapping", "madx-src", "keeping the source adapter"),
     ("madx-anchor", "swapping in the anchored adapter (variant)", "madx-src", "keeping the source adapter"),
     ("madx-lad-anchor", "swapping in the backbone-anchored adapter (variant)", "madx-lad", "no language adapter"),
+    ("madx-lad-pool", "swapping under the continued task adapter (variant)", "madx-lad-more", "its control"),
 )
 
 

@@ -13,6 +13,10 @@
     madx-lad-anchor  (a variant beyond the paper, scored with madx-lad's task adapters) each target's language adapter
                starts as MAD-X's and trains with MLM plus the same pull towards the frozen backbone's own layer
                outputs, swapped in under the task adapter trained with no language adapter (on the source: none)
+    madx-lad-pool  (a variant beyond the paper) madx-lad's task adapter trained further ("madx_lad_continue":
+               {"epochs": E, "lr": R}) with each batch of source examples stacked on no adapter or on one of
+               madx-lad-anchor's target adapters, drawn at random; scored with the target's adapter swapped in
+    madx-lad-more  (its control) the same continuation with no language adapter: as much more training, no adapters
 
 A config (JSON) names the backbone, seeds, text per language, tasks with their train/test files, and the systems;
 a task may name its own "systems" and "seeds", "epochs" or "steps", and "full_epochs" / "full_steps" / "full_lr" for
@@ -57,12 +61,27 @@ from .training import (
     train_task_adapter,
 )
 
-SYSTEMS = ("baseline", "mlm-trg", "madx-lad", "madx-inv", "madx", "madx-src", "madx-anchor", "madx-lad-anchor")
+SYSTEMS = (
+    "baseline",
+    "mlm-trg",
+    "madx-lad",
+    "madx-inv",
+    "madx",
+    "madx-src",
+    "madx-anchor",
+    "madx-lad-anchor",
+    "madx-lad-pool",
+    "madx-lad-more",
+)
 # Systems with no training of their own: another system's task adapters, scored on other language adapters
 SCORED_WITH = {"madx-src": "madx", "madx-anchor": "madx", "madx-lad-anchor": "madx-lad"}
+# Systems that continue training another system's task adapter (so their rows go when it is trained again)
+CONTINUES = {"madx-lad-pool": "madx-lad", "madx-lad-more": "madx-lad"}
+CONTINUE = {"epochs": 1, "lr": 1e-4}  # their budget and rate where a config's "madx_lad_continue" does not say
 # What each anchored variant's target adapters are kept near: the source language's adapter, or None (the backbone
-# alone, as -LAD's task adapters were trained)
+# alone, as -LAD's task adapters were trained); madx-lad-pool trains over madx-lad-anchor's
 ANCHORED = {"madx-anchor": "source", "madx-lad-anchor": None}
+ANCHORS = ANCHORED | {"madx-lad-pool": None}
 DEFAULT_SYSTEMS = ["baseline", "madx-lad", "madx-inv", "madx"]  # MLM-TRG only on request: a full model per target
 FULL_SYSTEMS = ("baseline", "mlm-trg")  # they train the whole backbone (the task's full_* settings), not adapters
 
@@ -170,8 +189,8 @@ def run_transfer(
             trusted = bool(given) or not (directory / "madx_training.json").is_file()
             shape = lang_adapter_shape(lang_spec, inv)
             _language_adapter(base, tokenizer, cfg, lang, name, directory, record, log, trusted, adapter_config=shape)
-    if only is None or set(ANCHORED) & set(only):
-        _anchored_adapters(base, tokenizer, cfg, work, systems, seeds, out, log)
+    if only is None or set(ANCHORS) & set(only):
+        _anchored_adapters(base, tokenizer, cfg, work, systems, seeds, out, log, only)
 
     # 2. Task training on each source, zero-shot evaluation on every target.
     for task, spec in work["tasks"].items():
@@ -180,7 +199,9 @@ def run_transfer(
             train, tests = load_task(task, spec, train_file)
             labels = get_task(task).labels(train)
             for seed in task_seeds:
-                for system in sorted(task_systems, key=lambda s: s in ANCHORED):  # after the systems they read
+                for system in sorted(
+                    task_systems, key=lambda s: s in ANCHORED or s in CONTINUES
+                ):  # after what they read
                     if system == "madx-src" or _done(rows, task, system, seed, src, tests):
                         continue  # madx-src is scored together with madx
                     if only is not None and system not in only:
@@ -191,6 +212,11 @@ def run_transfer(
                     rows = [r for r in rows if not (_same_run(r, task, system, seed, src) and r["target"] in tests)]
                     if system in ANCHORED:  # no training: another system's task adapter on anchored target adapters
                         rows += _score_anchored(base, tokenizer, task, spec, tests, seed, src, out, system)
+                    elif system in CONTINUES:
+                        log(f"{task} {system} seed {seed}: continuing {CONTINUES[system]}'s task adapter")
+                        rows += _run_continued(
+                            base, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src, out, log
+                        )
                     elif system in FULL_SYSTEMS:
                         log(f"{task} {system} seed {seed}: training on {len(train)} {src} examples")
                         rows += _run_full(backbone, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src)
@@ -243,8 +269,9 @@ def _key(r: dict) -> tuple:
 
 def _same_run(r: dict, task: str, system: str, seed: int, src: str) -> bool:
     """Whether row r came from this (task, system, seed, source) training run (madx-src and madx-anchor are scored
-    with madx's task adapter, madx-lad-anchor with madx-lad's, so they go when it is trained again)."""
-    systems = {system} | {s for s, reads in SCORED_WITH.items() if reads == system}
+    with madx's task adapter, madx-lad-anchor with madx-lad's, and madx-lad-pool/-more continue madx-lad's, so they go
+    when it is trained again)."""
+    systems = {system} | {s for s, reads in (SCORED_WITH | CONTINUES).items() if reads == system}
     return r["task"] == task and r["system"] in systems and r["seed"] == seed and r["source"] == src
 
 
@@ -270,21 +297,7 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
     """Train one task adapter (stacked on the source's language adapter, or on none for -LAD) and score it."""
     model_lang = {"madx": "", "madx-inv": "_noinv"}.get(system)
     name = task_adapter_name(task, system, seed, src, spec)
-    result = train_task_adapter(
-        base,
-        tokenizer,
-        task,
-        train,
-        name,
-        lang_adapter=None if model_lang is None else src + model_lang,
-        labels=labels,
-        adapter_config=replace(
-            TASK_ADAPTER_SHAPE, reduction_factor=spec.get("reduction_factor", TASK_ADAPTER_SHAPE.reduction_factor)
-        ),
-        config=config_from_spec(_adapter_spec(spec, src), seed, TASK_ADAPTER, cfg),
-    )
-    _ship(base, name, out / "adapters" / "task" / name, with_head=True)
-    print(f"{name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}", file=sys.stderr)
+    result = _train_task(base, tokenizer, task, spec, train, labels, seed, system, cfg, src, out)
     rows = []
     # madx is also scored with the source's adapter kept (madx-src): the comparison that swapping is about.
     variants = [(system, lambda tgt: tgt)] + ([("madx-src", lambda tgt: src)] if system == "madx" else [])
@@ -298,6 +311,55 @@ def _run_adapters(base, tokenizer, task, spec, train, tests, labels, seed, syste
     return rows
 
 
+def _train_task(base, tokenizer, task, spec, train, labels, seed, system, cfg, src, out, **how):
+    """Train `system`'s task adapter of this seed and source with the task's recipe (`how`: train_task_adapter's
+    options over the system's own), ship it under adapters/task/ and keep it loaded."""
+    model_lang = {"madx": "", "madx-inv": "_noinv"}.get(system)
+    name = task_adapter_name(task, system, seed, src, spec)
+    options = dict(
+        lang_adapter=None if model_lang is None else src + model_lang,
+        labels=labels,
+        adapter_config=replace(
+            TASK_ADAPTER_SHAPE, reduction_factor=spec.get("reduction_factor", TASK_ADAPTER_SHAPE.reduction_factor)
+        ),
+        config=config_from_spec(_adapter_spec(spec, src), seed, TASK_ADAPTER, cfg),
+    )
+    result = train_task_adapter(base, tokenizer, task, train, name, **(options | how))
+    _ship(base, name, out / "adapters" / "task" / name, with_head=True)
+    print(f"{name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.losses[-1]:.3f}", file=sys.stderr)
+    return result
+
+
+def _run_continued(base, tokenizer, task, spec, train, tests, labels, seed, system, cfg, src, out, log) -> list[dict]:
+    """madx-lad-pool / madx-lad-more: madx-lad's task adapter of this seed, as this run shipped it (trained again, with
+    its recipe and unscored, if this folder lacks it), trained "madx_lad_continue" further over the backbone-anchored
+    target adapters or over none, then scored (pool: the target's anchored adapter swapped in; more: none)."""
+    start = task_adapter_name(task, CONTINUES[system], seed, src, spec)
+    directory = out / "adapters" / "task" / start
+    if directory.is_dir():
+        base.load_adapter(directory, load_as=start, with_head=True)
+    else:
+        log(f"{task} {system} seed {seed}: {directory} is missing, training {CONTINUES[system]}'s task adapter first")
+        _train_task(base, tokenizer, task, spec, train, labels, seed, CONTINUES[system], cfg, src, out)
+    targets = [t for t in tests if t != src]
+    pool = [None] + [_anchored_name(t, None) for t in targets] if system == "madx-lad-pool" else None
+    more = CONTINUE | cfg.get("madx_lad_continue", {})
+    config = config_from_spec(_adapter_spec(spec, src), seed, TASK_ADAPTER, cfg)
+    config = replace(config, epochs=more["epochs"], learning_rate=more["lr"])
+    labels = base.heads[start].config.labels  # in the order its head predicts them
+    how = {"lang_adapter": pool, "adapter_config": None, "start_from": start, "config": config}
+    result = _train_task(base, tokenizer, task, spec, train, labels, seed, system, cfg, src, out, **how)
+    name = task_adapter_name(task, system, seed, src, spec)
+    rows = []
+    for tgt, examples in tests.items():
+        stack = Stack(_anchored_name(tgt, None), name) if pool and tgt != src else Stack(name)
+        rows += score_rows(base, tokenizer, examples, stack, name, result_row(system, src, tgt, task, seed, base))
+        rows[-1].update(trainable_parameters=result.trainable_parameters, train_seconds=result.seconds)
+    base.delete_adapter(name)
+    base.delete_adapter(start)
+    return rows
+
+
 def task_adapter_name(task: str, system: str, seed: int, src: str, spec: dict) -> str:
     """The task adapter's name, also its folder under adapters/task/."""
     return f"{task}-{system}-s{seed}" + ("" if src == spec.get("source", "en") else f"-{src}")
@@ -307,19 +369,22 @@ def _anchored_name(lang: str, src: str | None) -> str:
     return f"{lang}_anchor_{src or 'none'}"
 
 
-def _anchored_adapters(base, tokenizer, cfg: dict, work: dict, systems: list, seeds: list, out: Path, log) -> None:
+def _anchored_adapters(
+    base, tokenizer, cfg: dict, work: dict, systems: list, seeds: list, out: Path, log, only: list | None = None
+) -> None:
     """Train (or load) the anchored systems' target adapters (variants beyond the paper). For madx-anchor, every
     (source, target) it scores: the target's adapter starts from the source's madx adapter and trains with the
     language adapters' MLM recipe plus W x the mean over layers of 1 - cos(its layer outputs, the source adapter's) on
-    the target's own text. For madx-lad-anchor, every target: MAD-X's fresh adapter, pulled towards the layer outputs
-    of the backbone alone (no adapter, as madx-lad's task adapters were trained).
+    the target's own text. For madx-lad-anchor (and madx-lad-pool, which trains over them), every target: MAD-X's
+    fresh adapter, pulled towards the layer outputs of the backbone alone (no adapter, as madx-lad's task adapters
+    were trained).
     """
     lang_spec, anchor_spec = cfg.get("lang_adapter", {}), cfg.get("madx_anchor", {})
     pairs = set()
     for spec in work["tasks"].values():
         for src, systems_, _ in _sources(spec, systems, seeds):
-            for system in set(ANCHORED) & set(systems_):
-                anchor = src if ANCHORED[system] == "source" else None
+            for system in set(ANCHORS) & set(systems_) & set(only or ANCHORS):  # those this invocation computes
+                anchor = src if ANCHORS[system] == "source" else None
                 pairs |= {(anchor, tgt) for tgt in spec["targets"] if tgt != src}
     weight = anchor_spec.get("weight", ANCHOR_WEIGHT)
     for src, lang in sorted(pairs, key=lambda p: (p[0] or "", p[1])):
@@ -403,7 +468,8 @@ def _finished_rows(out: Path, cfg: dict) -> list[dict]:
             and all(before.get(k) == cfg.get(k) for k in keys)
             and shared(before, task) == shared(cfg, task)
             and _recipe(before, task, r["system"], r["source"]) == _recipe(cfg, task, r["system"], r["source"])
-            and (r["system"] not in ANCHORED or before.get("madx_anchor") == cfg.get("madx_anchor"))
+            and (r["system"] not in ANCHORS or before.get("madx_anchor") == cfg.get("madx_anchor"))
+            and (r["system"] not in CONTINUES or before.get("madx_lad_continue") == cfg.get("madx_lad_continue"))
         )
 
     def wanted(r: dict) -> bool:

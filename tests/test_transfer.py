@@ -307,3 +307,53 @@ def test_backbone_anchored_target_adapters_are_scored_with_the_lad_task_adapters
     assert not (out / "adapters" / "lang").exists()  # MAD-X's own language adapters are not needed
     record = json.loads((out / "adapters" / "lang_anchor" / "none" / "sw" / "madx_training.json").read_text())
     assert record["anchor"] == "backbone" and "start_from" not in record
+
+
+def test_lad_task_adapters_continued_over_the_target_adapters_and_their_control(tmp_path):
+    """madx-lad-pool (a variant beyond the paper) trains madx-lad's task adapter further over the backbone-anchored
+    target adapters and scores it with the target's swapped in; madx-lad-more, its control, trains it as much further
+    with none. Both start from madx-lad's shipped adapter (left as it is); a run folder that lacks it (rows merged
+    from elsewhere) trains it again first, and a changed continuation recomputes only these two systems."""
+    write_data(tmp_path, **{"en.txt": ner_sentences(30), "sw.txt": ner_sentences(20, seed=1)})
+    systems = ["madx-lad", "madx-lad-pool", "madx-lad-more"]
+    cfg = ner_config(tmp_path, systems, {"en": "en.txt", "sw": "sw.txt"}, steps=2)
+    cfg["seeds"], cfg["madx_anchor"], cfg["madx_lad_continue"] = [1], {"weight": 5.0}, {"epochs": 1, "lr": 1e-3}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    run_transfer(tmp_path / "cfg.json", out, only=["madx-lad"])
+    start = out / "adapters" / "task" / "ner-madx-lad-s1" / "adapter.safetensors"
+    weights = start.read_bytes()
+    run_transfer(tmp_path / "cfg.json", out)
+    first = json.loads((out / "results.json").read_text())["rows"]
+    rows = {(r["system"], r["target"]): r["value"] for r in first}
+    assert set(rows) == {(s, t) for s in systems for t in ("en", "sw")}
+    assert start.read_bytes() == weights
+    continued = {s: (out / "adapters" / "task" / f"ner-{s}-s1" / "adapter.safetensors").read_bytes() for s in systems}
+    assert len(set(continued.values())) == 3  # each trained on its own
+    assert (out / "adapters" / "lang_anchor" / "none" / "sw").is_dir()  # what madx-lad-pool trains over
+
+    # rows of madx-lad from elsewhere, without its adapter: the continued systems train it again first
+    start.parent.rename(tmp_path / "elsewhere")
+    cfg["madx_lad_continue"] = {"epochs": 2, "lr": 1e-3}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    run_transfer(tmp_path / "cfg.json", out)
+    second = json.loads((out / "results.json").read_text())["rows"]
+    assert [r for r in second if r["system"] == "madx-lad"] == [r for r in first if r["system"] == "madx-lad"]
+    assert {r["system"] for r in second if r not in first} == {"madx-lad-pool", "madx-lad-more"}
+    assert start.is_file()
+
+
+def test_the_continued_variant_is_measured_against_its_control_too():
+    """An extra epoch of the task adapter must not pass for the target adapters' gain: madx-lad-pool helps only if it
+    beats -LAD and its control (the same extra training with no adapter), and the verdict names what beat it."""
+    from madx_core.results import swap_helps, swap_verdict
+
+    systems = {"madx-lad": {"mean": 0.480}, "madx-lad-pool": {"mean": 0.483}, "madx-lad-more": {"mean": 0.485}}
+    assert swap_helps(systems, "madx-lad-pool") == (False, "madx-lad-more", pytest.approx(0.002))
+    assert "does not help here: MAD-X –LAD continued with no language adapter" in swap_verdict(
+        systems, "madx-lad-pool", 100
+    )
+    systems["madx-lad-more"]["mean"] = 0.481
+    assert swap_helps(systems, "madx-lad-pool")[:2] == (True, "madx-lad-more")
+    # the anchored variant is still measured against -LAD and the source adapter only
+    assert swap_helps({"madx-lad": {"mean": 0.4}, "madx-lad-anchor": {"mean": 0.41}}, "madx-lad-anchor")[0]
