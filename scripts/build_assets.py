@@ -10,7 +10,9 @@
    the run are copied into assets/results.json and .csv, and the README's results table is regenerated.
 
 The run is meant for a GPU (`"device": "auto"` picks it): on a 2-core CPU its full-fine-tuning baselines alone take
-hours. `--skip-transfer` only copies what runs/transfer holds.
+hours. `--skip-transfer` only copies what runs/transfer holds, and refuses when it lacks an adapter that ships.
+`--results-only` copies the run's results and regenerates the tables, and leaves the shipped adapters as they are:
+for a run that was extended on a machine that holds only some of its adapters (e.g. a system added with --only).
 """
 
 from __future__ import annotations
@@ -54,6 +56,23 @@ def text_stats(cfg: dict) -> None:
     atomic_write_text(ASSETS / "text_stats.json", json.dumps(stats, indent=1))
 
 
+# The run's task adapters that ship: the app's (seed 1), under its names
+TASK_ADAPTERS = {
+    "ner": "ner-madx-s1",  # MAD-X's (stacked on en)
+    "ner_lad": "ner-madx-lad-s1",  # -LAD's (no language adapter: what the app runs when none is chosen)
+    "ner_noinv": "ner-madx-inv-s1",  # -INV's (goes with lang_noinv)
+    "qa": "qa-madx-s1",
+    "qa_lad": "qa-madx-lad-s1",
+}
+
+
+def missing_adapters() -> list[str]:
+    """The run's adapter folders that ship and are not in runs/transfer (copying would drop them from assets/)."""
+    adapters = RUNS / "transfer" / "adapters"
+    wanted = [adapters / "lang", adapters / "lang_noinv", *(adapters / "task" / d for d in TASK_ADAPTERS.values())]
+    return [str(d.relative_to(REPO)) for d in wanted if not d.is_dir()]
+
+
 def copy_adapters() -> None:
     """Replace assets/adapters with the run's adapters in one swap: a failed copy leaves the shipped ones as is."""
     with atomic_dir(ASSETS / "adapters") as out:
@@ -66,17 +85,8 @@ def copy_adapters() -> None:
             d = RUNS / "transfer" / "adapters" / "lang_anchor" / "en" / lang
             if d.is_dir():
                 shutil.copytree(d, out / "lang_anchor" / lang)
-        # The task adapters of seed 1 are the app's: MAD-X's (stacked on en), -LAD's (trained with no language
-        # adapter, what the app runs when "no language adapter" is chosen) and -INV's (goes with lang_noinv).
-        for name, source in (
-            ("ner", "transfer/adapters/task/ner-madx-s1"),
-            ("ner_lad", "transfer/adapters/task/ner-madx-lad-s1"),
-            ("ner_noinv", "transfer/adapters/task/ner-madx-inv-s1"),
-            ("qa", "transfer/adapters/task/qa-madx-s1"),
-            ("qa_lad", "transfer/adapters/task/qa-madx-lad-s1"),
-        ):
-            if (RUNS / source).is_dir():
-                shutil.copytree(RUNS / source, out / "task" / name)
+        for name, source in TASK_ADAPTERS.items():
+            shutil.copytree(RUNS / "transfer" / "adapters" / "task" / source, out / "task" / name)
 
 
 def stamp_backbone(backbone: str) -> None:
@@ -107,14 +117,18 @@ def copy_results() -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--skip-transfer", action="store_true", help="reuse finished runs under runs/")
+    p.add_argument("--results-only", action="store_true", help="copy the run's results, keep the shipped adapters")
     args = p.parse_args()
     started = time.perf_counter()
-    if not args.skip_transfer:
+    if not (args.skip_transfer or args.results_only):
         run_transfer(REPO / "configs" / "transfer.json", RUNS / "transfer")
     elif not (RUNS / "transfer" / "results.json").is_file():  # else the shipped adapters would be replaced by none
         raise SystemExit("--skip-transfer copies a finished run, and runs/transfer/results.json is missing")
-    copy_adapters()
-    stamp_backbone(json.loads((REPO / "configs" / "transfer.json").read_text())["backbone"])
+    if not args.results_only:
+        if missing_adapters():  # before anything is touched
+            raise SystemExit(f"runs/transfer lacks adapters that ship: {', '.join(missing_adapters())}")
+        copy_adapters()
+        stamp_backbone(json.loads((REPO / "configs" / "transfer.json").read_text())["backbone"])
     copy_results()
     if (RUNS / "study" / "study.json").is_file():  # the language-adapter study behind the README's table
         shutil.copy(RUNS / "study" / "study.json", ASSETS / "study.json")

@@ -65,3 +65,23 @@ def test_adapter_drift_measures_what_the_shipped_table_says(tmp_path, data_dir):
     assert got["anchored to en"]["drift"] < 0.6 * got["madx"]["drift"]
     bad = madx(["--run", str(run), "--langs", "xx", "--out", str(out)], module="scripts.adapter_drift", ok=False)
     assert bad.returncode != 0 and "no held-out text for ['xx']" in bad.stderr
+
+
+def test_build_assets_refuses_a_run_that_lacks_shipped_adapters(tmp_path, monkeypatch):
+    """A run folder that holds only part of the adapters (a system added with --only on another machine) must not
+    replace the shipped ones: --skip-transfer stops with the missing folders named and assets/ untouched."""
+    import sys
+
+    from scripts import build_assets
+
+    runs, assets = tmp_path / "runs", tmp_path / "assets"
+    (runs / "transfer" / "adapters" / "task" / "qa-madx-lad-s1").mkdir(parents=True)
+    (runs / "transfer" / "results.json").write_text("{}")
+    (assets / "adapters" / "lang" / "sw").mkdir(parents=True)
+    monkeypatch.setattr(build_assets, "RUNS", runs)
+    monkeypatch.setattr(build_assets, "ASSETS", assets)
+    monkeypatch.setattr(build_assets, "REPO", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["build_assets", "--skip-transfer"])
+    with pytest.raises(SystemExit, match="lacks adapters that ship: runs/transfer/adapters/lang, "):
+        build_assets.main()
+    assert [p.name for p in (assets / "adapters").rglob("*")] == ["lang", "sw"]
