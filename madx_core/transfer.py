@@ -198,10 +198,10 @@ def run_transfer(
             train_file = spec["train"] if src == spec.get("source", "en") else spec["sources"][src]
             train, tests = load_task(task, spec, train_file)
             labels = get_task(task).labels(train)
+            # the systems that read another's task adapter come after it
+            in_order = sorted(task_systems, key=lambda s: s in ANCHORED or s in CONTINUES)
             for seed in task_seeds:
-                for system in sorted(
-                    task_systems, key=lambda s: s in ANCHORED or s in CONTINUES
-                ):  # after what they read
+                for system in in_order:
                     if system == "madx-src" or _done(rows, task, system, seed, src, tests):
                         continue  # madx-src is scored together with madx
                     if only is not None and system not in only:
