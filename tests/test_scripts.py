@@ -85,3 +85,23 @@ def test_build_assets_refuses_a_run_that_lacks_shipped_adapters(tmp_path, monkey
     with pytest.raises(SystemExit, match="lacks adapters that ship: runs/transfer/adapters/lang, "):
         build_assets.main()
     assert [p.name for p in (assets / "adapters").rglob("*")] == ["lang", "sw"]
+
+
+def test_recipe_loo_chooses_without_the_left_out_language():
+    """Each language's recipe is chosen on the other languages' dev gains only, and scored on its own test gain: a
+    recipe that is best on a language's own dev set but not on the others' is not chosen for it."""
+    from scripts.recipe_loo import leave_one_out
+
+    def row(recipe, target, dev, test):
+        return {"recipe": recipe, "target": target, "dev": {"gain": dev}, "test": {"gain": test}}
+
+    summary = [
+        row("a", "sw", 5.0, 4.0), row("a", "ha", -1.0, -2.0), row("a", "pcm", -1.0, 0.0),
+        row("b", "sw", 0.0, 1.0), row("b", "ha", 1.0, 3.0), row("b", "pcm", 1.0, 2.0),
+    ]  # fmt: skip
+    got = leave_one_out(summary)
+    assert {t: c["recipe"] for t, c in got["chosen"].items()} == {"sw": "b", "ha": "a", "pcm": "a"}
+    assert got["chosen"]["sw"]["test_gain"] == 1.0 and got["mean_test_gain"] == pytest.approx((1.0 - 2.0 + 0.0) / 3, abs=0.005)
+    assert leave_one_out(summary, ["b"])["mean_test_gain"] == 2.0
+    with pytest.raises(ValueError, match="no recipe is scored"):
+        leave_one_out(summary[:1])
