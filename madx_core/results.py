@@ -124,13 +124,17 @@ SWAPS = {
 }
 # What a swap is measured against: keeping the source adapter and using none (-LAD); the continued variant also
 # against its control, the same extra training with no adapter (else more training would pass for the adapters' gain)
+CONTROLS = {"madx-lad-pool": "madx-lad-more"}
 REFERENCES = {"madx-lad-pool": ("madx-src", "madx-lad", "madx-lad-more")}
 
 
 def swap_helps(systems: dict, system: str = "madx") -> tuple[bool, str | None, float]:
     """Whether `system` (madx, or a variant) beats every system it is measured against (keeping the source adapter,
     no language adapter (-LAD), and for madx-lad-pool its control) on a zero_shot_means "systems" dict: (helps, the
-    best of those, its lead over `system`)."""
+    best of those, its lead over `system`). Without its control's rows a variant does not help: (False, control,
+    nan)."""
+    if system in CONTROLS and CONTROLS[system] not in systems:
+        return False, CONTROLS[system], float("nan")
     others = {k: v["mean"] for k, v in systems.items() if k in REFERENCES.get(system, ("madx-src", "madx-lad"))}
     best = max(others, key=others.get) if others else None
     if best is None:
@@ -141,6 +145,8 @@ def swap_helps(systems: dict, system: str = "madx") -> tuple[bool, str | None, f
 def swap_verdict(systems: dict, system: str, scale: float) -> str:
     """A clause on whether swapping (MAD-X's, or the anchored variant's) helps, with the gap to the better reference."""
     helps, best, lead = swap_helps(systems, system)
+    if best is not None and best not in systems:
+        return f"{SWAPS[system]} is not measured against {SYSTEM_NAMES[best]} here, so there is no verdict"
     if helps:
         ahead = f": {-lead * scale:.1f} points above {SYSTEM_NAMES[best]}" if best else ""
         return f"{SWAPS[system]} helps here{ahead}"

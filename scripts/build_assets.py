@@ -13,6 +13,7 @@ The run is meant for a GPU (`"device": "auto"` picks it): on a 2-core CPU its fu
 hours. `--skip-transfer` only copies what runs/transfer holds, and refuses when it lacks an adapter that ships.
 `--results-only` copies the run's results and regenerates the tables, and leaves the shipped adapters as they are:
 for a run that was extended on a machine that holds only some of its adapters (e.g. a system added with --only).
+`--run DIR` reads another run folder than runs/transfer (e.g. one that `transfer --merge` gathered).
 """
 
 from __future__ import annotations
@@ -66,27 +67,27 @@ TASK_ADAPTERS = {
 }
 
 
-def missing_adapters() -> list[str]:
-    """The run's adapter folders that ship and are not in runs/transfer (copying would drop them from assets/)."""
-    adapters = RUNS / "transfer" / "adapters"
+def missing_adapters(run: Path) -> list[str]:
+    """The run's adapter folders that ship and are not in `run` (copying would drop them from assets/)."""
+    adapters = run / "adapters"
     wanted = [adapters / "lang", adapters / "lang_noinv", *(adapters / "task" / d for d in TASK_ADAPTERS.values())]
-    return [str(d.relative_to(REPO)) for d in wanted if not d.is_dir()]
+    return [os.path.relpath(d, REPO) for d in wanted if not d.is_dir()]
 
 
-def copy_adapters() -> None:
+def copy_adapters(run: Path) -> None:
     """Replace assets/adapters with the run's adapters in one swap: a failed copy leaves the shipped ones as is."""
     with atomic_dir(ASSETS / "adapters") as out:
         for sub in ("lang", "lang_noinv"):
-            for d in sorted((RUNS / "transfer" / "adapters" / sub).glob("*/")):
+            for d in sorted((run / "adapters" / sub).glob("*/")):
                 shutil.copytree(d, out / sub / d.name)
         # madx-anchor's target adapters (a variant beyond the paper), anchored to the English adapter: the NER
         # targets' only, for the app's examples; the QA targets' (3.6 MB each) stay in runs/ to keep the Space small
         for lang in ("sw", "ha", "pcm"):
-            d = RUNS / "transfer" / "adapters" / "lang_anchor" / "en" / lang
+            d = run / "adapters" / "lang_anchor" / "en" / lang
             if d.is_dir():
                 shutil.copytree(d, out / "lang_anchor" / lang)
         for name, source in TASK_ADAPTERS.items():
-            shutil.copytree(RUNS / "transfer" / "adapters" / "task" / source, out / "task" / name)
+            shutil.copytree(run / "adapters" / "task" / source, out / "task" / name)
 
 
 def stamp_backbone(backbone: str) -> None:
@@ -107,10 +108,10 @@ def stamp_backbone(backbone: str) -> None:
             atomic_write_text(f, json.dumps(meta, indent=2, sort_keys=True))
 
 
-def copy_results() -> None:
-    run = json.loads((RUNS / "transfer" / "results.json").read_text())
-    rows = run["rows"]
-    write_results(ASSETS, rows, run["meta"]["config"])  # the run's own config, so a reader can rerun it
+def copy_results(run: Path) -> None:
+    results = json.loads((run / "results.json").read_text())
+    rows = results["rows"]
+    write_results(ASSETS, rows, results["meta"]["config"])  # the run's own config, so a reader can rerun it
     atomic_write_text(ASSETS / "results_summary.json", json.dumps(summarise(rows), indent=2))
 
 
@@ -118,18 +119,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--skip-transfer", action="store_true", help="reuse finished runs under runs/")
     p.add_argument("--results-only", action="store_true", help="copy the run's results, keep the shipped adapters")
+    p.add_argument("--run", default=None, help="the transfer run's folder (default: runs/transfer)")
     args = p.parse_args()
+    run = Path(args.run) if args.run else RUNS / "transfer"
     started = time.perf_counter()
     if not (args.skip_transfer or args.results_only):
-        run_transfer(REPO / "configs" / "transfer.json", RUNS / "transfer")
-    elif not (RUNS / "transfer" / "results.json").is_file():  # else the shipped adapters would be replaced by none
-        raise SystemExit("--skip-transfer copies a finished run, and runs/transfer/results.json is missing")
+        run_transfer(REPO / "configs" / "transfer.json", run)
+    elif not (run / "results.json").is_file():  # else the shipped adapters would be replaced by none
+        raise SystemExit(f"--skip-transfer copies a finished run, and {run / 'results.json'} is missing")
     if not args.results_only:
-        if missing_adapters():  # before anything is touched
-            raise SystemExit(f"runs/transfer lacks adapters that ship: {', '.join(missing_adapters())}")
-        copy_adapters()
+        missing = missing_adapters(run)
+        if missing:  # before anything is touched
+            raise SystemExit(f"{os.path.relpath(run, REPO)} lacks adapters that ship: {', '.join(missing)}")
+        copy_adapters(run)
         stamp_backbone(json.loads((REPO / "configs" / "transfer.json").read_text())["backbone"])
-    copy_results()
+    copy_results(run)
     if (RUNS / "study" / "study.json").is_file():  # the language-adapter study behind the README's table
         shutil.copy(RUNS / "study" / "study.json", ASSETS / "study.json")
     if (RUNS / "recipes" / "recipes.json").is_file():  # the target-adapter recipes and the app's learning curve

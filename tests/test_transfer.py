@@ -355,5 +355,9 @@ def test_the_continued_variant_is_measured_against_its_control_too():
     )
     systems["madx-lad-more"]["mean"] = 0.481
     assert swap_helps(systems, "madx-lad-pool")[:2] == (True, "madx-lad-more")
+    # without its control there is no verdict
+    del systems["madx-lad-more"]
+    assert not swap_helps(systems, "madx-lad-pool")[0]
+    assert "is not measured against MAD-X –LAD continued" in swap_verdict(systems, "madx-lad-pool", 100)
     # the anchored variant is still measured against -LAD and the source adapter only
     assert swap_helps({"madx-lad": {"mean": 0.4}, "madx-lad-anchor": {"mean": 0.41}}, "madx-lad-anchor")[0]
