@@ -125,7 +125,7 @@ SWAPS = {
 # What a swap is measured against: keeping the source adapter and using none (-LAD); the continued variant also
 # against its control, the same extra training with no adapter (else more training would pass for the adapters' gain)
 CONTROLS = {"madx-lad-pool": "madx-lad-more"}
-REFERENCES = {"madx-lad-pool": ("madx-src", "madx-lad", "madx-lad-more")}
+REFERENCES = {system: ("madx-src", "madx-lad", control) for system, control in CONTROLS.items()}
 
 
 def swap_helps(systems: dict, system: str = "madx") -> tuple[bool, str | None, float]:
@@ -143,7 +143,7 @@ def swap_helps(systems: dict, system: str = "madx") -> tuple[bool, str | None, f
 
 
 def swap_verdict(systems: dict, system: str, scale: float) -> str:
-    """A clause on whether swapping (MAD-X's, or the anchored variant's) helps, with the gap to the better reference."""
+    """A clause on whether swapping (MAD-X's, or a variant's) helps, with the gap to the best reference."""
     helps, best, lead = swap_helps(systems, system)
     if best is not None and best not in systems:
         return f"{SWAPS[system]} is not measured against {SYSTEM_NAMES[best]} here, so there is no verdict"

@@ -125,8 +125,9 @@ def main() -> None:
     started = time.perf_counter()
     if not (args.skip_transfer or args.results_only):
         run_transfer(REPO / "configs" / "transfer.json", run)
-    elif not (run / "results.json").is_file():  # else the shipped adapters would be replaced by none
-        raise SystemExit(f"--skip-transfer copies a finished run, and {run / 'results.json'} is missing")
+    elif not (run / "results.json").is_file():  # there is nothing finished to copy
+        flag = "--results-only" if args.results_only else "--skip-transfer"
+        raise SystemExit(f"{flag} copies a finished run, and {run / 'results.json'} is missing")
     if not args.results_only:
         missing = missing_adapters(run)
         if missing:  # before anything is touched
