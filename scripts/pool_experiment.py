@@ -36,6 +36,9 @@ the rate, over the pool; the same with `--pool none --ways none` is the control 
         --start-from assets/adapters/task/qa_lad --epochs 1 --lr 1e-4 --pool none,de,ar,zh,es --ways swap,none \
         --seeds 1 --out runs/qa-cont/qa.json
 
+The transfer run's systems madx-lad-pool and madx-lad-more (configs/transfer.json, "madx_lad_continue") are this
+continued experiment and its control on 3 seeds; seed 1 reproduces the command above to the 4th decimal.
+
 Each task adapter is saved (fp16, the weights it is scored with) beside --out under adapters/. Resumable: finished
 (task, adapters, pool, start, epochs, rate, seed) items in --out are skipped.
 """
