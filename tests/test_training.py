@@ -9,7 +9,7 @@ from helpers import tiny_model as tiny
 
 import madx_core as mx
 from madx_core import data as D
-from madx_core.mlm import train_language_adapter
+from madx_core.mlm import TextStream, mlm_features, pack_features, train_language_adapter
 from madx_core.training import Cancelled, TrainConfig, epoch_batches, train_task_adapter
 
 
@@ -61,6 +61,27 @@ def test_language_adapter_can_start_from_another_adapter(ner_data):
         model.add_adapter("zz", init_from="xx")
     with pytest.raises(ValueError, match="configs differ"):
         model.add_adapter("zz", mx.AdapterConfig(reduction_factor=2), init_from="en")
+
+
+def test_packed_rows_hold_whole_lines_in_order_and_train(tmp_path, ner_data):
+    """pack_features concatenates neighbouring lines, each whole, into rows of at most max_length tokens (none lost,
+    none cut); a language adapter trains on them; a streamed corpus is refused before the model is touched."""
+    _, texts, tok = ner_data
+    lines = mlm_features(tok, texts, 32)
+    rows = pack_features(lines, 32)
+    assert len(rows) < len(lines) and all(len(r["input_ids"]) <= 32 for r in rows)
+    assert [t for r in rows for t in r["input_ids"]] == [t for f in lines for t in f["input_ids"]]
+    assert [t for r in rows for t in r["special_tokens_mask"]] == [t for f in lines for t in f["special_tokens_mask"]]
+    starts = [i for r in rows for i, t in enumerate(r["input_ids"]) if t == tok.cls_token_id]
+    assert len(starts) == len(lines) and starts.count(0) == len(rows)  # every row begins with a whole line
+    model = tiny(tok)
+    config = TrainConfig(steps=3, batch_size=4, max_length=32, seed=1, learning_rate=1e-3)
+    result = train_language_adapter(model, tok, texts, "sw", config=config, pack=True)
+    assert len(result.losses) == 3 and all(torch.isfinite(torch.tensor(result.losses)))
+    (tmp_path / "sw.txt").write_text("\n".join(texts) + "\n")
+    with pytest.raises(ValueError, match="not a stream"):
+        train_language_adapter(model, tok, TextStream([tmp_path / "sw.txt"]), "xx", config=config, pack=True)
+    assert "xx" not in model.adapters
 
 
 def test_cancel_writes_nothing(tmp_path, ner_data):
