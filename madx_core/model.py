@@ -36,7 +36,7 @@ from transformers.models.bert.modeling_bert import eager_attention_forward
 from transformers.utils import logging as hf_logging
 
 from .adapters import Adapter, AdapterConfig, Stack, adapter_block
-from .heads import HeadConfig, PredictionHead, masked_lm_head_from_checkpoint
+from .heads import HeadConfig, PredictionHead, masked_lm_head_from_checkpoint, vocab_cross_entropy
 
 ENCODERS = {"bert": BertModel, "xlm-roberta": XLMRobertaModel}
 MLM_HEAD = "mlm"  # the name under which the backbone's own (frozen) masked-LM head is reached
@@ -365,7 +365,7 @@ class AdapterModel(nn.Module):
                 if not torch.equal(vocab[place], targets):
                     raise ValueError("a masked token is not in the vocabulary subset")
                 targets = place
-            return AdapterModelOutput(hidden, logits=logits, loss=F.cross_entropy(logits, targets))
+            return AdapterModelOutput(hidden, logits=logits, loss=vocab_cross_entropy(logits, targets))
 
         logits = module(hidden)
         if kind == "question_answering":
