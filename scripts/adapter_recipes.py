@@ -2,7 +2,8 @@
 
 Three questions. How does swapping change as a language adapter trains longer (MAD-X's recipe for 100, 200 and 400
 steps: the learning curve the app draws)? Does a target adapter that STARTS FROM the source language's adapter make
-swapping help? Does MAD-X 2.0 (no adapter in the last layer) help?
+swapping help? Does MAD-X 2.0 (no adapter in the last layer) help? Do smaller language adapters (reduction factor
+16 instead of 2), with less room to move the representations, help?
 
 MAD-X initialises every language adapter at random. On the offline backbone an adapter trained that way moves the
 representations far from where the English adapter puts them, and the English task adapter, trained on the English
@@ -62,6 +63,7 @@ RECIPES = {
     "cold-200": (False, 200, "MAD-X's recipe, 200 steps"),
     "warm": (True, 400, "starts from the English adapter, then MLM"),
     "madx2": (False, 400, "MAD-X 2.0: no adapter in the last layer (English adapter and task adapters retrained)"),
+    "rf16": (False, 400, "MAD-X's recipe, reduction factor 16 (English adapter and task adapters retrained)"),
 }
 # "long-N": checkpoints of one GPU run per language at the paper's batch and rate (64 x 128 tokens at 1e-4, linear
 # schedule over 5,000 steps, stopped by a 250 s budget near 4k), trained by scripts.long_adapters; "long-first" is
@@ -88,23 +90,29 @@ def recipe_info(name: str) -> tuple[bool, int | None, str]:
     return RECIPES[name]
 
 
-MADX2 = replace(LANGUAGE_ADAPTER_SHAPE, leave_out=[11])  # MAD-X 2.0 (Pfeiffer et al., 2021): last layer left out
+# Recipes whose language adapters have another shape than the run's: every language adapter of the recipe, the
+# English one too, has that shape, and the English NER task adapters are trained again on its English adapter, so
+# swap and keep are compared as MAD-X would be with that shape throughout.
+OWN_SHAPE = {
+    "madx2": replace(LANGUAGE_ADAPTER_SHAPE, leave_out=[11]),  # MAD-X 2.0 (Pfeiffer et al., 2021)
+    "rf16": replace(LANGUAGE_ADAPTER_SHAPE, reduction_factor=16),  # bottlenecks of 24 instead of 192
+}
 
 
-def madx2_sources(model, tokenizer, cfg: dict, config, seeds: list[int], folder: Path) -> None:
-    """The English MAD-X 2.0 adapter and, stacked on it, one English NER task adapter per seed (the transfer config's
-    task recipe); trained once, saved under `folder` and loaded from there afterwards."""
-    if "en-madx2" not in model.adapters:
+def own_sources(model, tokenizer, cfg: dict, config, seeds: list[int], recipe: str, folder: Path) -> None:
+    """A recipe's own English adapter (shape OWN_SHAPE[recipe]) and, stacked on it, one English NER task adapter per
+    seed (the transfer config's task recipe); trained once, saved under `folder` and loaded from there afterwards."""
+    if f"en-{recipe}" not in model.adapters:
         if (folder / "en").is_dir():
-            model.load_adapter(folder / "en", load_as="en-madx2")
+            model.load_adapter(folder / "en", load_as=f"en-{recipe}")
         else:
             train_language_adapter(
-                model, tokenizer, texts_for(cfg, "en"), "en-madx2", adapter_config=MADX2, config=config,
-                out_dir=folder / "en",
+                model, tokenizer, texts_for(cfg, "en"), f"en-{recipe}", adapter_config=OWN_SHAPE[recipe],
+                config=config, out_dir=folder / "en",
             )  # fmt: skip
     spec = cfg["tasks"]["ner"]
     for seed in seeds:
-        name = f"ner-madx2-s{seed}"
+        name = f"ner-{recipe}-s{seed}"
         if name in model.adapters:
             continue
         if (folder / name).is_dir():
@@ -113,7 +121,7 @@ def madx2_sources(model, tokenizer, cfg: dict, config, seeds: list[int], folder:
         train = D.restrict_labels(D.read_conll(os.path.expandvars(spec["train"])), KEEP)
         task_config = config_from_spec(spec, seed, TASK_ADAPTER, cfg)
         train_task_adapter(
-            model, tokenizer, "ner", train, name, lang_adapter="en-madx2", labels=D.label_list(train),
+            model, tokenizer, "ner", train, name, lang_adapter=f"en-{recipe}", labels=D.label_list(train),
             config=task_config, out_dir=folder / name,
         )  # fmt: skip
 
@@ -218,16 +226,16 @@ def main() -> None:
             name = f"{tgt}-{recipe}"
             item = {"recipe": recipe, "target": tgt, "f1": {}, "batch_size": recipe_config.batch_size}
             stack_en, task = "en", "ner-s{seed}"
-            if recipe == "madx2":  # its own English adapter and English task adapters, without layer 11 either
-                stack_en, task = "en-madx2", "ner-madx2-s{seed}"
-                madx2_sources(model, tokenizer, cfg, recipe_config, seeds, out.parent / "adapters" / "madx2")
+            if recipe in OWN_SHAPE:  # its own English adapter and English task adapters, of the recipe's shape
+                stack_en, task = f"en-{recipe}", f"ner-{recipe}-s{{seed}}"
+                own_sources(model, tokenizer, cfg, recipe_config, seeds, recipe, out.parent / "adapters" / recipe)
                 started = time.perf_counter()
                 result = train_language_adapter(
                     model,
                     tokenizer,
                     texts_for(cfg, tgt),
                     name,
-                    adapter_config=MADX2,
+                    adapter_config=OWN_SHAPE[recipe],
                     config=replace(recipe_config, steps=steps),
                     out_dir=out.parent / "adapters" / recipe / tgt,
                 )
