@@ -189,9 +189,14 @@ def main() -> None:
     tokenizer = load_tokenizer(cfg["backbone"])
     model.to(args.device)
     model.load_adapter(run / "adapters" / "lang" / "en", load_as="en")
-    for seed in seeds:
-        model.load_adapter(run / "adapters" / "task" / f"ner-madx-s{seed}", load_as=f"ner-s{seed}")
-        model.load_adapter(run / "adapters" / "task" / f"ner-madx-lad-s{seed}", load_as=f"lad-s{seed}")
+
+    def run_task_adapters(seed: int) -> None:
+        """The run's English NER task adapters of a seed (MAD-X's and -LAD's), loaded when first needed: a recipe
+        with its own task adapters whose references are already in --out needs none of them."""
+        if f"ner-s{seed}" not in model.adapters:
+            model.load_adapter(run / "adapters" / "task" / f"ner-madx-s{seed}", load_as=f"ner-s{seed}")
+            model.load_adapter(run / "adapters" / "task" / f"ner-madx-lad-s{seed}", load_as=f"lad-s{seed}")
+
     la = cfg["lang_adapter"]
     recipe_config = config_from_spec(cfg["lang_adapter"], 0, LANGUAGE_ADAPTER, cfg)  # as the run's adapters
     for item in report["items"]:  # every recipe but long-* trains with the config's batch
@@ -208,6 +213,7 @@ def main() -> None:
         for seed in seeds:  # the systems that do not depend on the recipe, once
             key = f"{tgt}/s{seed}"
             if key not in report["reference"]:
+                run_task_adapters(seed)
                 row = {}
                 for split, sents in splits.items():
                     row[f"{split}/keep"] = evaluate_ner(
@@ -279,6 +285,8 @@ def main() -> None:
                 drift_en=round(drift_en, 3),
             )
             for seed in seeds:
+                if recipe not in OWN_SHAPE:
+                    run_task_adapters(seed)
                 head = task.format(seed=seed)
                 ways = {"swap": name} | ({"keep": stack_en} if stack_en != "en" else {})
                 for split, sents in splits.items():
