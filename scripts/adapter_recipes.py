@@ -21,6 +21,7 @@ and (for reference) MAD-X -LAD's task adapter with no language adapter. Recipes 
 
 `--run` is a finished `transfer` output (its adapters/lang/ and adapters/task/). Resumable: finished items are kept.
 `--adapters runs/recipes/adapters` scores adapters trained before (e.g. against another run's task adapters).
+Adding seeds to a recipe already scored scores its same adapter (saved under --out) with the new seeds' task adapters.
 The anchor-W recipes (a variant beyond the paper, any weight W) start from the English adapter and add W x its drift
 from the English adapter's layer outputs to the MLM loss (see anchor_weight).
 The long-* recipes score checkpoints of scripts.long_adapters (the paper's batch on a GPU) from `--long`;
@@ -226,65 +227,77 @@ def main() -> None:
                 save()
                 print(key, report["reference"][key], flush=True)
         for recipe in args.recipes.split(","):
-            if any(i["recipe"] == recipe and i["target"] == tgt for i in report["items"]):
+            item = next((i for i in report["items"] if i["recipe"] == recipe and i["target"] == tgt), None)
+            todo = [s for s in seeds if item is None or f"test/swap/s{s}" not in item["f1"]]
+            if not todo:
                 continue
             warm, steps, _ = recipe_info(recipe)
             name = f"{tgt}-{recipe}"
-            item = {"recipe": recipe, "target": tgt, "f1": {}, "batch_size": recipe_config.batch_size}
             stack_en, task = "en", "ner-s{seed}"
             if recipe in OWN_SHAPE:  # its own English adapter and English task adapters, of the recipe's shape
                 stack_en, task = f"en-{recipe}", f"ner-{recipe}-s{{seed}}"
                 own_sources(model, tokenizer, cfg, recipe_config, seeds, recipe, out.parent / "adapters" / recipe)
-                started = time.perf_counter()
-                result = train_language_adapter(
-                    model,
-                    tokenizer,
-                    texts_for(cfg, tgt),
-                    name,
-                    adapter_config=OWN_SHAPE[recipe],
-                    config=replace(recipe_config, steps=steps),
-                    out_dir=out.parent / "adapters" / recipe / tgt,
-                )
-                item.update(steps=result.steps, train_seconds=round(time.perf_counter() - started))
-                item["final_loss"] = result.losses[-1]
-            elif steps is not None and args.adapters and (Path(args.adapters) / recipe / tgt).is_dir():
-                model.load_adapter(Path(args.adapters) / recipe / tgt, load_as=name)  # trained before: scored only
-                item.update(steps=steps, trained_in=(Path(args.adapters) / recipe / tgt).as_posix())
-            elif steps is not None:
-                started = time.perf_counter()
-                result = train_language_adapter(
-                    model,
-                    tokenizer,
-                    texts_for(cfg, tgt),
-                    name,
-                    start_from="en" if warm else None,
-                    config=replace(recipe_config, steps=steps),
-                    anchor="en" if anchor_weight(recipe) is not None else None,
-                    anchor_weight=anchor_weight(recipe) or 0.0,
-                    out_dir=out.parent / "adapters" / recipe / tgt,
-                )
+            new = item is None
+            if not new:  # scored before on fewer seeds: the same adapter, on the seeds it lacks
+                saved = Path(item.get("trained_in") or out.parent / "adapters" / recipe / tgt)
+                if recipe == "cold":
+                    saved = run / "adapters" / "lang" / tgt
+                if not saved.is_dir():
+                    raise SystemExit(f"{recipe}/{tgt} lacks seeds {todo} and its adapter is not in {saved}")
+                model.load_adapter(saved, load_as=name)
+            else:
+                item = {"recipe": recipe, "target": tgt, "f1": {}, "batch_size": recipe_config.batch_size}
+                if recipe in OWN_SHAPE:
+                    started = time.perf_counter()
+                    result = train_language_adapter(
+                        model,
+                        tokenizer,
+                        texts_for(cfg, tgt),
+                        name,
+                        adapter_config=OWN_SHAPE[recipe],
+                        config=replace(recipe_config, steps=steps),
+                        out_dir=out.parent / "adapters" / recipe / tgt,
+                    )
+                    item.update(steps=result.steps, train_seconds=round(time.perf_counter() - started))
+                    item["final_loss"] = result.losses[-1]
+                elif steps is not None and args.adapters and (Path(args.adapters) / recipe / tgt).is_dir():
+                    model.load_adapter(Path(args.adapters) / recipe / tgt, load_as=name)  # trained before: scored only
+                    item.update(steps=steps, trained_in=(Path(args.adapters) / recipe / tgt).as_posix())
+                elif steps is not None:
+                    started = time.perf_counter()
+                    result = train_language_adapter(
+                        model,
+                        tokenizer,
+                        texts_for(cfg, tgt),
+                        name,
+                        start_from="en" if warm else None,
+                        config=replace(recipe_config, steps=steps),
+                        anchor="en" if anchor_weight(recipe) is not None else None,
+                        anchor_weight=anchor_weight(recipe) or 0.0,
+                        out_dir=out.parent / "adapters" / recipe / tgt,
+                    )
+                    seconds = round(time.perf_counter() - started)
+                    item.update(steps=result.steps, train_seconds=seconds, final_loss=result.losses[-1])
+                elif recipe.startswith("long-"):  # a checkpoint of scripts.long_adapters' run for this language
+                    runs = {int(d.name.split("-")[1]): d for d in (Path(args.long) / tgt).glob("step-*")}
+                    log = json.loads((Path(args.long) / f"{tgt}.json").read_text())  # the first run's
+                    step = {"long-last": max(runs), "long-first": log["steps_done"]}.get(recipe) or int(recipe[5:])
+                    model.load_adapter(runs[step], load_as=name)
+                    item.update(steps=step, batch_size=log["recipe"]["batch_size"])
+                else:  # the transfer run's own adapter, trained with the config's recipe
+                    model.load_adapter(run / "adapters" / "lang" / tgt, load_as=name)
+                    item["steps"] = la["steps"]
+            if "mlm_loss" not in item:
+                base, _ = mlm_loss_and_drift(model, tokenizer, heldout, None)
+                loss, drift = mlm_loss_and_drift(model, tokenizer, heldout, name)
+                _, drift_en = mlm_loss_and_drift(model, tokenizer, heldout, stack_en)
                 item.update(
-                    steps=result.steps, train_seconds=round(time.perf_counter() - started), final_loss=result.losses[-1]
+                    mlm_loss_without=round(base, 3),
+                    mlm_loss=round(loss, 3),
+                    drift=round(drift, 3),
+                    drift_en=round(drift_en, 3),
                 )
-            elif recipe.startswith("long-"):  # a checkpoint of scripts.long_adapters' run for this language
-                runs = {int(d.name.split("-")[1]): d for d in (Path(args.long) / tgt).glob("step-*")}
-                log = json.loads((Path(args.long) / f"{tgt}.json").read_text())  # the first run's
-                step = {"long-last": max(runs), "long-first": log["steps_done"]}.get(recipe) or int(recipe[5:])
-                model.load_adapter(runs[step], load_as=name)
-                item.update(steps=step, batch_size=log["recipe"]["batch_size"])
-            else:  # the transfer run's own adapter, trained with the config's recipe
-                model.load_adapter(run / "adapters" / "lang" / tgt, load_as=name)
-                item["steps"] = la["steps"]
-            base, _ = mlm_loss_and_drift(model, tokenizer, heldout, None)
-            loss, drift = mlm_loss_and_drift(model, tokenizer, heldout, name)
-            _, drift_en = mlm_loss_and_drift(model, tokenizer, heldout, stack_en)
-            item.update(
-                mlm_loss_without=round(base, 3),
-                mlm_loss=round(loss, 3),
-                drift=round(drift, 3),
-                drift_en=round(drift_en, 3),
-            )
-            for seed in seeds:
+            for seed in todo:
                 if recipe not in OWN_SHAPE:
                     run_task_adapters(seed)
                 head = task.format(seed=seed)
@@ -294,7 +307,8 @@ def main() -> None:
                         f1 = evaluate_ner(model, tokenizer, sents, mx.Stack(lang, head), head)[0]["f1"]
                         item["f1"][f"{split}/{way}/s{seed}"] = round(float(f1), 4)
             model.delete_adapter(name)
-            report["items"].append(item)
+            if new:
+                report["items"].append(item)
             save()
             print(json.dumps(item), flush=True)
     save()
