@@ -110,9 +110,9 @@ def recipes_table(summary: list[dict], task_adapters: str = "of the transfer run
 
     lines = [
         f"**Target language-adapter recipes** (`assets/{name}`; NER F1 means over the seeds of the English task "
-        f"adapters {task_adapters}, unchanged except for MAD-X 2.0, which trains its own; gain = swap − keep "
-        "English; MLM loss on the target's NER dev sentences, without → with the adapter; drift = 1 − mean cosine of "
-        "last-layer states without and with it)\n",
+        f'adapters {task_adapters}, unchanged except for recipes marked "retrained", which train their own; gain = '
+        "swap − keep English; MLM loss on the target's NER dev sentences, without → with the adapter; drift = 1 − "
+        "mean cosine of last-layer states without and with it)\n",
         "| recipe | target | steps | seeds | MLM loss | drift | dev swap / keep (gain) | test swap / keep (gain) |",
         "|---|---|---|---|---|---|---|---|",
     ]
