@@ -247,20 +247,7 @@ def main() -> None:
                 model.load_adapter(saved, load_as=name)
             else:
                 item = {"recipe": recipe, "target": tgt, "f1": {}, "batch_size": recipe_config.batch_size}
-                if recipe in OWN_SHAPE:
-                    started = time.perf_counter()
-                    result = train_language_adapter(
-                        model,
-                        tokenizer,
-                        texts_for(cfg, tgt),
-                        name,
-                        adapter_config=OWN_SHAPE[recipe],
-                        config=replace(recipe_config, steps=steps),
-                        out_dir=out.parent / "adapters" / recipe / tgt,
-                    )
-                    item.update(steps=result.steps, train_seconds=round(time.perf_counter() - started))
-                    item["final_loss"] = result.losses[-1]
-                elif steps is not None and args.adapters and (Path(args.adapters) / recipe / tgt).is_dir():
+                if steps is not None and args.adapters and (Path(args.adapters) / recipe / tgt).is_dir():
                     model.load_adapter(Path(args.adapters) / recipe / tgt, load_as=name)  # trained before: scored only
                     item.update(steps=steps, trained_in=(Path(args.adapters) / recipe / tgt).as_posix())
                 elif steps is not None:
@@ -271,6 +258,7 @@ def main() -> None:
                         texts_for(cfg, tgt),
                         name,
                         start_from="en" if warm else None,
+                        adapter_config=OWN_SHAPE.get(recipe),  # None: the run's shape, or the English adapter's
                         config=replace(recipe_config, steps=steps),
                         anchor="en" if anchor_weight(recipe) is not None else None,
                         anchor_weight=anchor_weight(recipe) or 0.0,
