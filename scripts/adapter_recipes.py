@@ -206,6 +206,41 @@ def main() -> None:
     ner = json.loads((run / "results.json").read_text())["meta"]["config"]["tasks"]["ner"]
     report["task_adapters"] = {"run": run.name} | {k: ner.get(k) for k in ("epochs", "steps", "batch_size", "lr")}
 
+    def first_adapter(recipe: str, tgt: str, name: str) -> dict:
+        """The recipe's target adapter, trained here or loaded, as `name`, and its item (no F1 yet): the first time
+        this (recipe, target) is scored."""
+        warm, steps, _ = recipe_info(recipe)
+        item = {"recipe": recipe, "target": tgt, "f1": {}, "batch_size": recipe_config.batch_size}
+        if steps is not None and args.adapters and (Path(args.adapters) / recipe / tgt).is_dir():
+            model.load_adapter(Path(args.adapters) / recipe / tgt, load_as=name)  # trained before: scored only
+            item.update(steps=steps, trained_in=(Path(args.adapters) / recipe / tgt).as_posix())
+        elif steps is not None:
+            started = time.perf_counter()
+            result = train_language_adapter(
+                model,
+                tokenizer,
+                texts_for(cfg, tgt),
+                name,
+                start_from="en" if warm else None,
+                adapter_config=OWN_SHAPE.get(recipe),  # None: the run's shape, or the English adapter's
+                config=replace(recipe_config, steps=steps),
+                anchor="en" if anchor_weight(recipe) is not None else None,
+                anchor_weight=anchor_weight(recipe) or 0.0,
+                out_dir=out.parent / "adapters" / recipe / tgt,
+            )
+            seconds = round(time.perf_counter() - started)
+            item.update(steps=result.steps, train_seconds=seconds, final_loss=result.losses[-1])
+        elif recipe.startswith("long-"):  # a checkpoint of scripts.long_adapters' run for this language
+            runs = {int(d.name.split("-")[1]): d for d in (Path(args.long) / tgt).glob("step-*")}
+            log = json.loads((Path(args.long) / f"{tgt}.json").read_text())  # the first run's
+            step = {"long-last": max(runs), "long-first": log["steps_done"]}.get(recipe) or int(recipe[5:])
+            model.load_adapter(runs[step], load_as=name)
+            item.update(steps=step, batch_size=log["recipe"]["batch_size"])
+        else:  # the transfer run's own adapter, trained with the config's recipe
+            model.load_adapter(run / "adapters" / "lang" / tgt, load_as=name)
+            item["steps"] = la["steps"]
+        return item
+
     for tgt in args.targets.split(","):
         splits = {
             s: D.restrict_labels(D.read_conll(data / "ner" / TARGETS[tgt] / f"{s}.txt"), KEEP) for s in ("dev", "test")
@@ -231,51 +266,22 @@ def main() -> None:
             todo = [s for s in seeds if item is None or f"test/swap/s{s}" not in item["f1"]]
             if not todo:
                 continue
-            warm, steps, _ = recipe_info(recipe)
             name = f"{tgt}-{recipe}"
             stack_en, task = "en", "ner-s{seed}"
             if recipe in OWN_SHAPE:  # its own English adapter and English task adapters, of the recipe's shape
                 stack_en, task = f"en-{recipe}", f"ner-{recipe}-s{{seed}}"
                 own_sources(model, tokenizer, cfg, recipe_config, seeds, recipe, out.parent / "adapters" / recipe)
             new = item is None
-            if not new:  # scored before on fewer seeds: the same adapter, on the seeds it lacks
+            if new:
+                item = first_adapter(recipe, tgt, name)
+            else:  # scored before on fewer seeds: the same adapter, on the seeds it lacks
                 saved = Path(item.get("trained_in") or out.parent / "adapters" / recipe / tgt)
                 if recipe == "cold":
                     saved = run / "adapters" / "lang" / tgt
                 if not saved.is_dir():
                     raise SystemExit(f"{recipe}/{tgt} lacks seeds {todo} and its adapter is not in {saved}")
                 model.load_adapter(saved, load_as=name)
-            else:
-                item = {"recipe": recipe, "target": tgt, "f1": {}, "batch_size": recipe_config.batch_size}
-                if steps is not None and args.adapters and (Path(args.adapters) / recipe / tgt).is_dir():
-                    model.load_adapter(Path(args.adapters) / recipe / tgt, load_as=name)  # trained before: scored only
-                    item.update(steps=steps, trained_in=(Path(args.adapters) / recipe / tgt).as_posix())
-                elif steps is not None:
-                    started = time.perf_counter()
-                    result = train_language_adapter(
-                        model,
-                        tokenizer,
-                        texts_for(cfg, tgt),
-                        name,
-                        start_from="en" if warm else None,
-                        adapter_config=OWN_SHAPE.get(recipe),  # None: the run's shape, or the English adapter's
-                        config=replace(recipe_config, steps=steps),
-                        anchor="en" if anchor_weight(recipe) is not None else None,
-                        anchor_weight=anchor_weight(recipe) or 0.0,
-                        out_dir=out.parent / "adapters" / recipe / tgt,
-                    )
-                    seconds = round(time.perf_counter() - started)
-                    item.update(steps=result.steps, train_seconds=seconds, final_loss=result.losses[-1])
-                elif recipe.startswith("long-"):  # a checkpoint of scripts.long_adapters' run for this language
-                    runs = {int(d.name.split("-")[1]): d for d in (Path(args.long) / tgt).glob("step-*")}
-                    log = json.loads((Path(args.long) / f"{tgt}.json").read_text())  # the first run's
-                    step = {"long-last": max(runs), "long-first": log["steps_done"]}.get(recipe) or int(recipe[5:])
-                    model.load_adapter(runs[step], load_as=name)
-                    item.update(steps=step, batch_size=log["recipe"]["batch_size"])
-                else:  # the transfer run's own adapter, trained with the config's recipe
-                    model.load_adapter(run / "adapters" / "lang" / tgt, load_as=name)
-                    item["steps"] = la["steps"]
-            if "mlm_loss" not in item:
+            if new:  # what the adapter does to the MLM loss and the states: once per adapter
                 base, _ = mlm_loss_and_drift(model, tokenizer, heldout, None)
                 loss, drift = mlm_loss_and_drift(model, tokenizer, heldout, name)
                 _, drift_en = mlm_loss_and_drift(model, tokenizer, heldout, stack_en)
